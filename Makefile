@@ -1,0 +1,36 @@
+# Set-up, demo and tests on the embedded default: SQLite + LocalExecutor in .airflow/, venv in .venv/.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export NUMBA_CACHE_DIR ?= $(HOME)/.cache/oasis_ops/numba
+export PYTHONPATH := $(CURDIR)/plugins
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check pip==25.3
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(AIRFLOW_HOME)/airflow.cfg:
+	mkdir -p $(AIRFLOW_HOME)
+	$(BIN)/python -m oasis_ops.home $(AIRFLOW_HOME) > $@.tmp && mv $@.tmp $@
+
+$(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.cfg
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log
+	touch $@
+
+demo: setup
+	$(BIN)/python -m oasis_ops.demo
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf $(AIRFLOW_HOME) $(VENV)

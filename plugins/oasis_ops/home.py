@@ -1,0 +1,51 @@
+"""Print the ``airflow.cfg`` of the embedded Airflow home: ``python -m oasis_ops.home AIRFLOW_HOME``.
+
+SQLite and the LocalExecutor, this repository's ``dags/`` and ``plugins/``, so that
+``AIRFLOW_HOME=.airflow .venv/bin/airflow …`` works from the repo root with no other environment.
+Only what differs from Airflow's defaults is written; Airflow fills in the rest.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+from oasis_ops.config import PROJECT_ROOT
+
+TEMPLATE = """\
+[core]
+dags_folder = {root}/dags
+plugins_folder = {root}/plugins
+executor = LocalExecutor
+load_examples = False
+dags_are_paused_at_creation = False
+# v2 runs fan out into many chunk tasks: do not cap them below the chunk count.
+max_active_tasks_per_dag = 256
+parallelism = 64
+
+[database]
+sql_alchemy_conn = sqlite:///{home}/airflow.db
+
+[logging]
+base_log_folder = {home}/logs
+
+[api]
+secret_key = {api_secret}
+
+[api_auth]
+jwt_secret = {jwt_secret}
+"""
+
+
+def render(home: Path) -> str:
+    return TEMPLATE.format(
+        root=PROJECT_ROOT,
+        home=home.resolve(),
+        api_secret=secrets.token_urlsafe(32),
+        jwt_secret=secrets.token_urlsafe(32),
+    )
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render(Path(sys.argv[1])))

@@ -1,0 +1,164 @@
+"""The model registry: which Oasis models this deployment serves, read from a YAML file.
+
+Loaded at DAG parse time, so it reads only small YAML/JSON files. A broken entry becomes a
+:class:`RegistryError` and never stops the other models from loading.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from oasis_ops.chunking import ChunkingConfig
+from oasis_ops.errors import OasisInputError
+from oasis_ops.scaling import ScalingConfig
+
+REQUIRED_KEYS = ("supplier_id", "model_id", "version_id", "path")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "_", text.lower())
+
+
+@dataclass(frozen=True)
+class Model:
+    """One registered model: its identity, its root folder and its meta-data."""
+
+    supplier_id: str
+    model_id: str
+    version_id: str
+    root: Path
+    #: ``oasislmf.json`` as written (paths relative to ``root``); see ``steps.model_kwargs``.
+    oasislmf_config: Mapping[str, Any]
+    chunking: ChunkingConfig = ChunkingConfig()
+    scaling: ScalingConfig = ScalingConfig()
+    #: Registry-declared analyses that run on a schedule (raw entries, see ``schedules``).
+    analyses: tuple[Mapping[str, Any], ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        return f"{self.supplier_id}/{self.model_id}/{self.version_id}"
+
+    @property
+    def queue(self) -> str:
+        """The v1 Celery queue, as in the Oasis platform."""
+        return f"{self.supplier_id}-{self.model_id}-{self.version_id}"
+
+    @property
+    def v2_queue(self) -> str:
+        return f"{self.queue}-v2"
+
+    def dag_id(self, mode: str) -> str:
+        """``<supplier>_<model>_<version>_<mode>``, lower-cased, non-alphanumerics as ``_``."""
+        return _slug(f"{self.supplier_id}_{self.model_id}_{self.version_id}_{mode}")
+
+    @property
+    def model_settings_path(self) -> Path:
+        return self.root / "meta-data" / "model_settings.json"
+
+    def model_settings(self) -> dict[str, Any]:
+        return json.loads(self.model_settings_path.read_text())
+
+
+@dataclass(frozen=True)
+class RegistryError:
+    """A registry entry that could not be loaded, and why."""
+
+    entry: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.entry}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    models: tuple[Model, ...]
+    errors: tuple[RegistryError, ...]
+
+    def get(self, key: str) -> Model:
+        for model in self.models:
+            if model.key == key:
+                return model
+        raise KeyError(f"model {key!r} is not in the registry {self.path}")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OasisInputError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OasisInputError(f"{path} is not valid JSON: {exc}") from None
+
+
+def load_model(entry: Mapping[str, Any], base_dir: Path) -> Model:
+    """Build a :class:`Model` from one registry entry; ``path`` is relative to ``base_dir``."""
+    if not isinstance(entry, Mapping):
+        raise OasisInputError(f"an entry must be a mapping with {list(REQUIRED_KEYS)}, got {entry!r}")
+    missing = [k for k in REQUIRED_KEYS if entry.get(k) in (None, "")]
+    if missing:
+        raise OasisInputError(f"missing field(s) {missing}")
+    root = (base_dir / str(entry["path"])).resolve()
+    if not root.is_dir():
+        raise OasisInputError(f"path {entry['path']!r} is not a folder (resolved to {root})")
+    oasislmf_config = _read_json(root / "oasislmf.json")
+    if not isinstance(oasislmf_config, dict):
+        raise OasisInputError(f"{root / 'oasislmf.json'} must hold a JSON object")
+    meta = root / "meta-data"
+    if not (meta / "model_settings.json").is_file():
+        raise OasisInputError(f"{meta / 'model_settings.json'} is missing")
+    configs = {}
+    for name, default in (("chunking_configuration.json", ChunkingConfig()), ("scaling_configuration.json", ScalingConfig())):
+        source = meta / name
+        configs[name] = default.override(_read_json(source), str(source)) if source.is_file() else default
+    analyses = entry.get("analyses") or []
+    if not isinstance(analyses, list):
+        raise OasisInputError("analyses must be a list")
+    return Model(
+        supplier_id=str(entry["supplier_id"]),
+        model_id=str(entry["model_id"]),
+        version_id=str(entry["version_id"]),
+        root=root,
+        oasislmf_config=oasislmf_config,
+        chunking=configs["chunking_configuration.json"],
+        scaling=configs["scaling_configuration.json"],
+        analyses=tuple(analyses),
+    )
+
+
+def load_registry(path: Path) -> Registry:
+    """Read the registry file; a file that cannot be read at all is one error for the whole registry."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        return Registry(path, (), (RegistryError(str(path), f"cannot read the model registry: {exc}"),))
+    entries = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        return Registry(path, (), (RegistryError(str(path), "expected a top-level 'models:' list"),))
+    models: list[Model] = []
+    errors: list[RegistryError] = []
+    dag_ids: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        name = f"{path} models[{index}]"
+        if isinstance(entry, Mapping) and all(entry.get(k) for k in REQUIRED_KEYS[:3]):
+            name += f" ({entry['supplier_id']}/{entry['model_id']}/{entry['version_id']})"
+        try:
+            model = load_model(entry, path.parent)
+        except OasisInputError as exc:
+            errors.append(RegistryError(name, str(exc)))
+            continue
+        clash = dag_ids.get(model.dag_id("v1"))
+        if clash:
+            errors.append(RegistryError(name, f"its DAG id {model.dag_id('v1')} is already taken by {clash}"))
+            continue
+        dag_ids[model.dag_id("v1")] = name
+        models.append(model)
+    return Registry(path, tuple(models), tuple(errors))

@@ -1,0 +1,33 @@
+"""A model's worker scaling rules (``meta-data/scaling_configuration.json``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from oasis_ops.errors import OasisInputError
+from oasis_ops.typed_config import merge_config
+
+SCALING_STRATEGIES = ("FIXED_WORKERS", "QUEUE_LOAD", "DYNAMIC_TASKS")
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    """The reference system's fields and defaults."""
+
+    scaling_strategy: str = "FIXED_WORKERS"
+    worker_count_fixed: int = 1
+    worker_count_min: int = 0
+    worker_count_max: int = 10
+    chunks_per_worker: int = 10
+
+    def override(self, data: Mapping[str, Any] | None, source: str) -> ScalingConfig:
+        config = merge_config(
+            self, data, source, choices={"scaling_strategy": SCALING_STRATEGIES}, minimums={"worker_count_min": 0}
+        )
+        if config.worker_count_min > config.worker_count_max:
+            raise OasisInputError(
+                f"{source}: worker_count_min ({config.worker_count_min}) exceeds worker_count_max ({config.worker_count_max})"
+            )
+        return config

@@ -1,0 +1,167 @@
+"""The storage root: every file a run reads or writes lives under it.
+
+The root is a local folder or an Airflow object-storage URI (``s3://bucket/prefix``, ``gs://…``,
+any fsspec protocol Airflow knows). User-given paths are confined to it; results are published
+atomically: they are written next to their destination first and swapped in only once complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from airflow.sdk import ObjectStoragePath
+
+from oasis_ops.errors import OasisInputError
+
+LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+@dataclass(frozen=True)
+class AnalysisLocation:
+    """Where one analysis keeps its files, under ``analyses/<analysis_id>/``."""
+
+    base: ObjectStoragePath
+
+    @property
+    def input(self) -> ObjectStoragePath:
+        return self.base / "input"
+
+    @property
+    def output(self) -> ObjectStoragePath:
+        return self.base / "output"
+
+    @property
+    def logs(self) -> ObjectStoragePath:
+        return self.base / "logs"
+
+
+def _move(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
+    """Rename a file or folder: a rename on local disks, a copy and delete on object stores."""
+    source.fs.mv(source.path, target.path, recursive=True)
+
+
+class Storage:
+    """A storage root (local path or object-storage URI) and the only way tasks touch files in it."""
+
+    def __init__(self, root: str) -> None:
+        if "://" not in root:
+            root = "file://" + os.path.abspath(root)
+        self.root = ObjectStoragePath(root.rstrip("/"))
+        self.is_local = self.root.protocol in LOCAL_PROTOCOLS
+
+    def __repr__(self) -> str:
+        return f"Storage({self.uri!r})"
+
+    @property
+    def uri(self) -> str:
+        return str(self.root).rstrip("/")
+
+    def analysis(self, analysis_id: str) -> AnalysisLocation:
+        return AnalysisLocation(self.root / "analyses" / analysis_id)
+
+    def resolve(self, user_path: str, field: str) -> ObjectStoragePath:
+        """The storage path a user gave in ``field``: relative to the root, or an absolute path or URI inside it."""
+        text = str(user_path).strip()
+        outside = OasisInputError(
+            f"{field}: {user_path!r} is outside the storage root {self.uri}; give a path relative to it"
+        )
+        if "://" in text:
+            if text != self.uri and not text.startswith(self.uri + "/"):
+                raise outside
+            text = text[len(self.uri) :]
+        elif text.startswith("/"):
+            if not self.is_local or not (text + "/").startswith(self.root.path.rstrip("/") + "/"):
+                raise outside
+            text = text[len(self.root.path.rstrip("/")) :]
+        parts = [p for p in PurePosixPath(text).parts if p not in ("/", ".")]
+        if not parts:
+            raise OasisInputError(f"{field}: {user_path!r} names the storage root itself, not a file in it")
+        if ".." in parts:
+            raise outside
+        target = self.root.joinpath(*parts)
+        if self.is_local:
+            real_root = os.path.realpath(self.root.path)
+            if os.path.commonpath([real_root, os.path.realpath(target.path)]) != real_root:
+                raise OasisInputError(f"{field}: {user_path!r} links outside the storage root {self.uri}")
+        return target
+
+    def local_path(self, path: ObjectStoragePath) -> Path:
+        """The local filesystem path of ``path``, for a local root only."""
+        assert self.is_local, "only a local storage root has local paths"
+        return Path(path.path)
+
+    @contextmanager
+    def scratch(self, name: str) -> Iterator[Path]:
+        """A private local working folder, removed afterwards.
+
+        For a local root it lives under ``<root>/.work/`` so that publishing is a rename on the same
+        filesystem and nothing is written outside the root; for object storage it is a temp folder.
+        """
+        if self.is_local:
+            parent = Path(self.root.path) / ".work"
+            parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
+        else:
+            folder = Path(tempfile.mkdtemp(prefix=f"oasis-{name}-"))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def fetch(self, source: ObjectStoragePath, dest: Path) -> Path:
+        """Copy a file or folder from storage to the local ``dest`` (which must not exist yet)."""
+        if self.is_local:
+            src = Path(source.path)
+            if src.is_dir():
+                shutil.copytree(src, dest)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)
+            return dest
+        if source.is_dir():
+            for item in source.rglob("*"):
+                if item.is_file():
+                    target = dest / item.relative_to(source)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    item.copy(ObjectStoragePath("file://" + str(target)))
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            source.copy(ObjectStoragePath("file://" + str(dest)))
+        return dest
+
+    def publish(self, local_dir: Path, dest: ObjectStoragePath) -> None:
+        """Make ``local_dir`` the content of ``dest``, replacing what was there, all or nothing.
+
+        The folder is staged next to ``dest`` and renamed into place; earlier content is moved
+        aside first and removed only after the swap. On object stores a rename is a copy, so the
+        swap itself is not atomic there, but a half-uploaded folder is never published.
+        """
+        token = uuid.uuid4().hex[:8]
+        staged = dest.parent / f".{dest.name}.partial-{token}"
+        retired = dest.parent / f".{dest.name}.replaced-{token}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.is_local:
+                shutil.move(str(local_dir), staged.path)
+            else:
+                for item in sorted(local_dir.rglob("*")):
+                    if item.is_file():
+                        ObjectStoragePath("file://" + str(item)).copy(staged / item.relative_to(local_dir).as_posix())
+            if dest.exists():
+                _move(dest, retired)
+            _move(staged, dest)
+        except BaseException:
+            if retired.exists() and not dest.exists():
+                _move(retired, dest)
+            raise
+        finally:
+            for leftover in (staged, retired):
+                if leftover.exists():
+                    leftover.fs.rm(leftover.path, recursive=True)
