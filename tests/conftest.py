@@ -25,3 +25,29 @@ def piwind_entry() -> dict:
     if not PIWIND.is_dir():
         pytest.skip(f"PiWind is not at {PIWIND}")
     return {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)}
+
+
+@pytest.fixture
+def piwind_model(tmp_path_factory, piwind_entry):
+    from oasis_ops.registry import load_registry
+
+    registry = load_registry(write_registry(tmp_path_factory.mktemp("registry") / "registry.yaml", piwind_entry))
+    return registry.models[0]
+
+
+@pytest.fixture
+def storage_root(tmp_path) -> Path:
+    """A storage root holding PiWind's exposure files under exposure/ (copies, PiWind stays in shared/)."""
+    import shutil
+
+    root = tmp_path / "storage"
+    (root / "exposure").mkdir(parents=True)
+    for source in (PIWIND / "exposure").iterdir():
+        shutil.copy2(source, root / "exposure" / source.name)
+    return root
+
+
+def piwind_settings(name: str) -> dict:
+    import json
+
+    return json.loads((PIWIND / "analysis_settings" / name).read_text())
