@@ -8,7 +8,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export NUMBA_CACHE_DIR ?= $(HOME)/.cache/oasis_ops/numba
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test ui clean
 
 setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
 
@@ -28,6 +28,9 @@ $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.cfg
 
 demo: setup
 	$(BIN)/python -m oasis_ops.demo
+
+ui: setup
+	$(BIN)/airflow standalone
 
 test: setup
 	$(BIN)/python -m pytest tests
