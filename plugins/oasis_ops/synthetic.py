@@ -46,7 +46,7 @@ from oasislmf.computation.data.dummy_model.generate import (
 from oasislmf.pytools.common.data import returnperiods_dtype
 from ods_tools.oed import OedSchema
 
-SUPPLIER_ID = "OasisOps"
+SUPPLIER_ID = "OasisAirflow"  # as in models/registry.yaml
 MODEL_ID = "Synthetic"
 PERIL = "WTC"
 EVENT_SET = "p"
@@ -61,8 +61,9 @@ GRID_ORIGIN = (25.0, -82.0)
 GRID_CELL = 0.01
 
 
-def _spec_field(default: int | None, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _spec_field(default: int | None, doc: str) -> Any:
+    """A spec field whose ``doc`` is also its CLI help."""
+    return field(default=default, metadata={"help": doc})
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ class SyntheticModelSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"SyntheticModelSpec.{spec_field.name} must be an integer >= 1, got {value!r}")
         if self.damage_bins < 2:
-            raise ValueError(f"SyntheticModelSpec.damage_bins must be >= 2 (no damage and total loss), got {self.damage_bins}")
+            raise ValueError(
+                f"SyntheticModelSpec.damage_bins must be >= 2 (no damage and total loss), got {self.damage_bins}"
+            )
         if self.areaperils_per_event is not None and self.areaperils_per_event > self.areaperils:
             raise ValueError(
                 f"SyntheticModelSpec.areaperils_per_event ({self.areaperils_per_event}) "
@@ -102,7 +105,9 @@ class SyntheticModelSpec:
         return math.ceil(self.vulnerabilities / len(COVERAGE_TYPES))
 
 
-def build_synthetic_model(root: Path, spec: SyntheticModelSpec = SyntheticModelSpec(), *, overwrite: bool = False) -> Path:
+def build_synthetic_model(
+    root: Path, spec: SyntheticModelSpec = SyntheticModelSpec(), *, overwrite: bool = False
+) -> Path:
     """Write the synthetic model of ``spec`` at ``root`` and return ``root``.
 
     The model is built in a sibling temporary folder and renamed into place, so a reader never
@@ -114,6 +119,7 @@ def build_synthetic_model(root: Path, spec: SyntheticModelSpec = SyntheticModelS
         raise FileExistsError(f"{root} exists and is not empty (pass overwrite=True / --force to replace it)")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from workers running as another user
     try:
         _write_model(staging, spec)
         if root.exists():
@@ -301,6 +307,7 @@ def _write_exposure(exposure: Path, spec: SyntheticModelSpec, classes: Sequence[
 
 
 def _model_settings(spec: SyntheticModelSpec) -> dict[str, Any]:
+    """One peril in one correlation group, as PiWind has, so gulmc's correlated sampling is exercised."""
     return {
         "version": "3",
         "model_supplier_id": SUPPLIER_ID,
@@ -324,11 +331,18 @@ def _model_settings(spec: SyntheticModelSpec) -> dict[str, Any]:
 
 
 def _analysis_settings(spec: SyntheticModelSpec) -> dict[str, Any]:
+    """GUL and IL, with ELT, PLT, ALT (for AAL) and EPT (for loss exceedance curves).
+
+    Each output is one or more pytools processes that take 1-4 s each just to start, so the
+    list is kept short: it sets the fixed cost of every run, whatever the model's size.
+
+    Only ORD outputs: oasislmf 2.5 rejects the legacy ``aalcalc``/``leccalc``/``eltcalc``/``pltcalc``
+    keys ("'aalcalc' has no effect in oasis 2.5.x and newer" is a validation error there).
+    """
     summary = {
         "id": 1,
         "ord_output": {
             "elt_sample": True,
-            "elt_moment": True,
             "plt_sample": True,
             "plt_moment": True,
             "alt_period": True,
@@ -373,11 +387,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         spec = SyntheticModelSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticModelSpec)})
-    except ValueError as exc:
-        parser.error(str(exc))
-    try:
         print(build_synthetic_model(args.out, spec, overwrite=args.force))
-    except FileExistsError as exc:
+    except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
 
 
