@@ -7,10 +7,12 @@ export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export NUMBA_CACHE_DIR ?= $(HOME)/.cache/oasis_ops/numba
 export PYTHONPATH := $(CURDIR)/plugins
+# oasislmf orders some input-file columns by set iteration: a fixed hash seed keeps inputs byte-identical.
+export PYTHONHASHSEED := 0
 
-.PHONY: setup demo test ui clean
+.PHONY: setup pools demo test ui clean
 
-setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
+setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db pools
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,9 @@ $(AIRFLOW_HOME)/airflow.cfg:
 $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.cfg
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log
 	touch $@
+
+pools: $(AIRFLOW_HOME)/airflow.db
+	$(BIN)/python -m oasis_ops.pools
 
 demo: setup
 	$(BIN)/python -m oasis_ops.demo

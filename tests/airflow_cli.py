@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ class AirflowHome:
             OASIS_MODEL_REGISTRY=str(self.registry),
             OASIS_STORAGE_ROOT=str(self.storage),
             PYTHONPATH=str(REPO / "plugins"),
+            # As on the project's workers: oasislmf orders some input-file columns by set iteration.
+            PYTHONHASHSEED="0",
         )
         return env
 
@@ -37,6 +40,7 @@ class AirflowHome:
         cfg = subprocess.run([BIN / "python", "-m", "oasis_ops.home", str(home)], env=env, check=True, capture_output=True, text=True)
         (home / "airflow.cfg").write_text(cfg.stdout)
         subprocess.run([BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True)
+        subprocess.run([BIN / "python", "-m", "oasis_ops.pools"], env=env, check=True, capture_output=True)
         return airflow_home
 
     def dags_test(self, dag_id: str, conf: dict) -> subprocess.CompletedProcess:
@@ -48,3 +52,15 @@ class AirflowHome:
             text=True,
             timeout=1800,
         )
+
+    def task_instances(self, dag_id: str) -> list[tuple[str, int, str | None, str]]:
+        """(task_id, map_index, rendered_map_index, state) of the DAG's latest run, as the UI lists them."""
+        with sqlite3.connect(self.home / "airflow.db") as db:
+            (run_id,) = db.execute(
+                "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+            ).fetchone()
+            return db.execute(
+                "SELECT task_id, map_index, rendered_map_index, state FROM task_instance "
+                "WHERE dag_id = ? AND run_id = ? ORDER BY task_id, map_index",
+                (dag_id, run_id),
+            ).fetchall()

@@ -51,3 +51,21 @@ def piwind_settings(name: str) -> dict:
     import json
 
     return json.loads((PIWIND / "analysis_settings" / name).read_text())
+
+
+@pytest.fixture(scope="session")
+def piwind_airflow(tmp_path_factory):
+    """An embedded Airflow home whose registry holds PiWind and whose storage holds its exposure files."""
+    import shutil
+
+    from airflow_cli import AirflowHome
+
+    if not PIWIND.is_dir():
+        pytest.skip(f"PiWind is not at {PIWIND}")
+    base = tmp_path_factory.mktemp("piwind_e2e")
+    storage = base / "storage"
+    shutil.copytree(PIWIND / "exposure", storage / "exposure")
+    registry = write_registry(
+        base / "registry.yaml", {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)}
+    )
+    return AirflowHome.create(base / "airflow", registry, storage)

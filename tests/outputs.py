@@ -26,3 +26,15 @@ def assert_outputs_match(expected: Path, actual: Path) -> list[str]:
             np.testing.assert_allclose(got[column], want[column], rtol=0.01, err_msg=f"{exp.name}:{column}")
         compared.append(exp.name)
     return compared
+
+
+def assert_same_files(expected: Path, actual: Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The two folders hold the same files (relative paths) with the same bytes; returns the names."""
+    def files(folder: Path) -> dict[str, Path]:
+        return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in ignore}
+
+    want, got = files(expected), files(actual)
+    assert sorted(want) == sorted(got), f"{expected} vs {actual}: different files"
+    different = [name for name in want if want[name].read_bytes() != got[name].read_bytes()]
+    assert not different, f"{actual} differs from {expected} in {different}"
+    return sorted(want)

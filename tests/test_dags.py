@@ -1,4 +1,4 @@
-"""The DAG file parses into one v1 DAG per registered model, cheaply, with broken entries reported."""
+"""The DAG file parses into a v1 and a v2 DAG per registered model, cheaply, with broken entries reported."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags.get("oasislmf_piwind_1_v1")
+v2 = bag.dags.get("oasislmf_piwind_1_v2")
 print(json.dumps({
+    "v2_tasks": v2 and {t.task_id: [t.queue, t.retries, getattr(t, "map_index_template", None), t.is_teardown] for t in v2.tasks},
+    "v2_max_active_tasks": v2 and v2.max_active_tasks,
+    "v2_params": v2 and sorted(v2.params),
     "dags": sorted(bag.dags),
     "errors": bag.import_errors,
     "queue": dag and [t.queue for t in dag.tasks],
@@ -39,13 +43,26 @@ def test_one_v1_dag_per_model_and_broken_entries_as_import_error(tmp_path, piwin
         piwind_entry,
         {"supplier_id": "Acme", "model_id": "Gone", "version_id": "3", "path": str(tmp_path / "missing")},
     )
-    # The broken entry's placeholder never registers: only the good model's DAG does.
-    assert parsed["dags"] == ["oasislmf_piwind_1_v1"]
+    # The broken entry's placeholder never registers: only the good model's DAGs do.
+    assert parsed["dags"] == ["oasislmf_piwind_1_v1", "oasislmf_piwind_1_v2"]
     assert parsed["queue"] == ["OasisLMF-PiWind-1"]
     assert parsed["retries"] == [2]
     assert parsed["params"] == sorted(
         ["location_file", "accounts_file", "ri_info_file", "ri_scope_file", "analysis_settings", "analysis_id", "priority", "chunking", "action"]
     )
+    assert parsed["v2_params"] == parsed["params"]
+    queue = "OasisLMF-PiWind-1-v2"
+    assert parsed["v2_tasks"] == {
+        "prepare": [queue, 2, None, False],
+        "lookup_chunk": [queue, 2, "keys chunk {{ chunk_label }}", False],
+        "write_input_files": [queue, 2, None, False],
+        "prepare_losses": [queue, 2, None, False],
+        "loss_chunk": [queue, 2, "loss chunk {{ chunk_label }}", False],
+        "aggregate": [queue, 2, None, False],
+        "cleanup": [queue, 2, None, True],
+    }
+    # Airflow's default of 16 running tasks per DAG would cap the chunks.
+    assert parsed["v2_max_active_tasks"] == 1024
     (message,) = parsed["errors"].values()
     assert "Acme/Gone/3" in message and "is not a folder" in message
     # Parsing must not pull in the modelling stack: that happens only inside tasks.
@@ -54,4 +71,4 @@ def test_one_v1_dag_per_model_and_broken_entries_as_import_error(tmp_path, piwin
 
 def test_a_clean_registry_has_no_import_errors(tmp_path, piwind_entry):
     parsed = parse_dags(tmp_path, piwind_entry)
-    assert parsed["errors"] == {} and parsed["dags"] == ["oasislmf_piwind_1_v1"]
+    assert parsed["errors"] == {} and parsed["dags"] == ["oasislmf_piwind_1_v1", "oasislmf_piwind_1_v2"]

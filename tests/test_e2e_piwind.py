@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from airflow_cli import AirflowHome
-from conftest import PIWIND, piwind_settings, write_registry
+from conftest import PIWIND, piwind_settings
 from outputs import assert_outputs_match
 
 DAG_ID = "oasislmf_piwind_1_v1"
@@ -28,19 +26,6 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def piwind_airflow(tmp_path_factory) -> AirflowHome:
-    if not PIWIND.is_dir():
-        pytest.skip(f"PiWind is not at {PIWIND}")
-    base = tmp_path_factory.mktemp("piwind_e2e")
-    storage = base / "storage"
-    shutil.copytree(PIWIND / "exposure", storage / "exposure")
-    registry = write_registry(
-        base / "registry.yaml", {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)}
-    )
-    return AirflowHome.create(base / "airflow", registry, storage)
-
-
 def analysis(piwind_airflow: AirflowHome, analysis_id: str):
     return piwind_airflow.storage / "analyses" / analysis_id
 
@@ -53,7 +38,7 @@ def test_generate_and_run_matches_expected(piwind_airflow, case):
     folder = analysis(piwind_airflow, case)
     compared = assert_outputs_match(PIWIND / "expected" / case, folder / "output")
     assert len(compared) == len(list((PIWIND / "expected" / case).glob("*.csv")))
-    assert (folder / "input" / "items.bin").is_file() and (folder / "input" / "keys.parquet").is_file()
+    assert (folder / "input" / "items.bin").is_file() and (folder / "input" / "keys.csv").is_file()
     assert any((folder / "logs").iterdir())
     # Only the published folders remain: no staging, no work files.
     assert sorted(p.name for p in folder.iterdir()) == ["input", "logs", "output"]

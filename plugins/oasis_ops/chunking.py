@@ -13,6 +13,9 @@ from oasis_ops.typed_config import merge_config
 FIXED_CHUNKS = "FIXED_CHUNKS"
 DYNAMIC_CHUNKS = "DYNAMIC_CHUNKS"
 STRATEGIES = (FIXED_CHUNKS, DYNAMIC_CHUNKS)
+#: Airflow's ``[core] max_map_length``: no mapped task may expand to more instances.
+MAX_CHUNKS = 1024
+CHUNK_COUNT_FIELDS = ("fixed_lookup_chunks", "fixed_analysis_chunks", "dynamic_chunks_max")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,13 @@ class ChunkingConfig:
 
     def override(self, data: Mapping[str, Any] | None, source: str) -> ChunkingConfig:
         """This configuration with ``data``'s fields replaced; ``source`` names where they came from."""
-        return merge_config(self, data, source, choices={"lookup_strategy": STRATEGIES, "loss_strategy": STRATEGIES})
+        return merge_config(
+            self,
+            data,
+            source,
+            choices={"lookup_strategy": STRATEGIES, "loss_strategy": STRATEGIES},
+            maximums=dict.fromkeys(CHUNK_COUNT_FIELDS, MAX_CHUNKS),
+        )
 
     def lookup_chunks(self, locations: int) -> int:
         """Keys-lookup chunk count for ``locations`` rows; never more chunks than locations."""

@@ -10,14 +10,17 @@ from collections.abc import MutableMapping
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset, get_current_context, task, teardown
 from airflow.sdk.bases.timetable import BaseTimetable
 from airflow.sdk.exceptions import AirflowTimetableInvalid
 
+from oasis_ops.chunking import MAX_CHUNKS
 from oasis_ops.config import OasisConfig
-from oasis_ops.operators import OasisSingleServerOperator
+from oasis_ops.operators import OasisSingleServerOperator, run_task
 from oasis_ops.params import dag_params
 from oasis_ops.registry import Model, Registry, load_registry
+from oasis_ops.schedules import ScheduledAnalysis
+from oasis_ops.storage import Storage
 
 #: The Oasis platform retries any failed task twice, 6 s apart.
 DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(seconds=6), "owner": "oasis"}
@@ -38,18 +41,91 @@ def _doc(model: Model, mode: str, queue: str) -> str:
     )
 
 
-def build_v1_dag(model: Model) -> DAG:
-    """v1, single server: one task runs the whole analysis on one worker."""
-    with DAG(
-        dag_id=model.dag_id("v1"),
-        schedule=None,
-        params=dag_params(_default_settings(model)),
-        default_args=DEFAULT_ARGS,
-        tags=["oasis", "v1", model.supplier_id, model.model_id],
-        doc_md=_doc(model, "v1 (single server)", model.queue),
+def _dag(model: Model, mode: str, analysis: ScheduledAnalysis | None, **kwargs: Any) -> DAG:
+    """A model's DAG of ``mode``: triggered by hand, or a registry-declared scheduled analysis."""
+    queue = model.queue if mode == "v1" else model.v2_queue
+    title = {"v1": "v1 (single server)", "v2": "v2 (distributed)"}[mode]
+    dag_id, schedule, tags = model.dag_id(mode), None, ["oasis", mode, model.supplier_id, model.model_id]
+    if analysis is not None:
+        dag_id, tags = f"{dag_id}__{analysis.name}", [*tags, "scheduled"]
+        asset = analysis.asset_uri(Storage(OasisConfig.from_env().storage_root).uri)
+        schedule = [Asset(asset)] if asset else analysis.schedule
+        title += f", scheduled analysis '{analysis.name}' ({asset or analysis.schedule})"
+    return DAG(
+        dag_id=dag_id,
+        schedule=schedule,
+        params=dag_params(_default_settings(model), analysis.params if analysis else None),
+        default_args=DEFAULT_ARGS | {"queue": queue, "pool": queue},  # the pool: see oasis_ops.pools
+        tags=tags,
+        doc_md=_doc(model, title, queue),
         catchup=False,
-    ) as dag:
+        **kwargs,
+    )
+
+
+def build_v1_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG:
+    """v1, single server: one task runs the whole analysis on one worker."""
+    with _dag(model, "v1", analysis) as dag:
         OasisSingleServerOperator(task_id="run_analysis", model=model)
+    return dag
+
+
+def _label_chunk(chunk: dict[str, int]) -> None:
+    """Name a mapped instance in the UI (its ``map_index_template``) as ``<n>/<count>``."""
+    get_current_context()["chunk_label"] = f"{chunk['index'] + 1}/{chunk['count']}"
+
+
+def build_v2_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG:
+    """v2, distributed: prepare -> keys-lookup chunks -> input files -> prepare losses -> loss chunks
+    -> aggregate, then cleanup (a teardown: it runs after failures too but does not decide the run's state)."""
+    from oasis_ops import distributed as v2
+
+    with _dag(
+        model,
+        "v2",
+        analysis,
+        max_active_tasks=MAX_CHUNKS,  # Airflow's default (16) would cap the chunks running at once
+    ) as dag:
+
+        @task
+        def prepare(**context: Any) -> list[dict[str, int]]:
+            return run_task(v2.prepare, model, context)
+
+        @task(map_index_template="keys chunk {{ chunk_label }}")
+        def lookup_chunk(chunk: dict[str, int], **context: Any) -> None:
+            _label_chunk(chunk)
+            run_task(v2.lookup_chunk, model, context, v2.Chunk(**chunk))
+
+        @task(trigger_rule="none_failed")  # runs after an empty (skipped) lookup too: action "run"
+        def write_input_files(lookup: list[dict[str, int]], **context: Any) -> None:
+            run_task(v2.write_inputs, model, context, [v2.Chunk(**c) for c in lookup])
+
+        @task
+        def prepare_losses(**context: Any) -> list[dict[str, int]]:
+            return run_task(v2.prepare_losses, model, context)
+
+        @task(map_index_template="loss chunk {{ chunk_label }}")
+        def loss_chunk(chunk: dict[str, int], **context: Any) -> None:
+            _label_chunk(chunk)
+            run_task(v2.loss_chunk, model, context, v2.Chunk(**chunk))
+
+        @task(trigger_rule="none_failed")  # runs after empty losses too: action "generate_inputs"
+        def aggregate(losses: list[dict[str, int]], **context: Any) -> dict[str, Any]:
+            return run_task(v2.aggregate, model, context, [v2.Chunk(**c) for c in losses])
+
+        @teardown
+        def cleanup(**context: Any) -> None:
+            succeeded = context["ti"].xcom_pull(task_ids="aggregate") is not None
+            run_task(v2.cleanup, model, context, succeeded)
+
+        lookup = prepare()
+        inputs = write_input_files(lookup)
+        lookup_chunk.expand(chunk=lookup) >> inputs
+        losses = prepare_losses()
+        inputs >> losses
+        done = aggregate(losses)
+        loss_chunk.expand(chunk=losses) >> done
+        done >> cleanup()
     return dag
 
 
@@ -72,7 +148,14 @@ class RegistryErrors(BaseTimetable):
 
 
 def build_dags(registry: Registry) -> dict[str, DAG]:
-    dags = {dag.dag_id: dag for dag in (build_v1_dag(model) for model in registry.models)}
+    builders = {"v1": build_v1_dag, "v2": build_v2_dag}
+    dags = {}
+    for model in registry.models:
+        for dag in (build_v1_dag(model), build_v2_dag(model)):
+            dags[dag.dag_id] = dag
+        for analysis in model.analyses:
+            dag = builders[analysis.mode](model, analysis)
+            dags[dag.dag_id] = dag
     if registry.errors:
         dags[REGISTRY_ERRORS_DAG_ID] = DAG(dag_id=REGISTRY_ERRORS_DAG_ID, schedule=RegistryErrors(registry))
     return dags

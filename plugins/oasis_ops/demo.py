@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from oasis_ops.config import PROJECT_ROOT, OasisConfig
+from oasis_ops.pools import sync_pools
 from oasis_ops.registry import load_registry
 from oasis_ops.storage import Storage
 from oasis_ops.summary import format_summary, summarise
@@ -41,6 +42,7 @@ def main() -> int:
         print("\n".join(map(str, registry.errors)), file=sys.stderr)
         return 1
     model = registry.models[0]
+    sync_pools(registry)  # the model's pools, for the UI's scheduler (make ui) on the same set-up
 
     storage = Storage(config.storage_root)
     conf: dict[str, object] = {"analysis_id": ANALYSIS_ID}

@@ -11,6 +11,7 @@ from typing import Any
 from airflow.sdk import Param
 
 from oasis_ops.errors import OasisInputError
+from oasis_ops.priority import DEFAULT_PRIORITY
 
 GENERATE_AND_RUN = "generate_and_run"
 GENERATE_INPUTS = "generate_inputs"
@@ -25,11 +26,13 @@ EXPOSURE_FILES = {
     "ri_scope_file": "ri_scope",
 }
 ANALYSIS_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-DEFAULT_PRIORITY = 4
 
 
-def dag_params(default_settings: Mapping[str, Any] | None = None) -> dict[str, Param]:
-    """The run parameters of a model's DAGs; ``default_settings`` pre-fills ``analysis_settings``."""
+def dag_params(
+    default_settings: Mapping[str, Any] | None = None, fixed: Mapping[str, Any] | None = None
+) -> dict[str, Param]:
+    """The run parameters of a model's DAGs; ``default_settings`` pre-fills ``analysis_settings``,
+    ``fixed`` (a scheduled analysis' parameters) sets the defaults of any parameter."""
     file_param = "OED {} file (CSV or parquet): a path relative to the storage root, or a URI inside it."
     params = {
         name: Param(None, type=["null", "string"], title=name.replace("_", " ").capitalize(), description=file_param.format(role))
@@ -69,7 +72,20 @@ def dag_params(default_settings: Mapping[str, Any] | None = None) -> dict[str, P
         ),
         action=Param(GENERATE_AND_RUN, type="string", enum=list(ACTIONS), title="Action"),
     )
+    for name, value in (fixed or {}).items():
+        params[name] = Param(value, description=params[name].description, **params[name].schema)
     return params
+
+
+def check_fixed_params(fixed: Mapping[str, Any], where: str) -> None:
+    """Validate a scheduled analysis' parameters against the run parameters' schemas."""
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    try:
+        ParamsDict(dag_params(fixed=fixed)).validate()
+    except ParamValidationError as exc:
+        raise OasisInputError(f"{where}: {exc}") from None
 
 
 def default_analysis_id(run_id: str) -> str:

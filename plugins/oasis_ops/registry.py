@@ -17,7 +17,9 @@ import yaml
 
 from oasis_ops.chunking import ChunkingConfig
 from oasis_ops.errors import OasisInputError
+from oasis_ops.params import check_fixed_params, dag_params
 from oasis_ops.scaling import ScalingConfig
+from oasis_ops.schedules import ScheduledAnalysis
 
 REQUIRED_KEYS = ("supplier_id", "model_id", "version_id", "path")
 
@@ -38,8 +40,8 @@ class Model:
     oasislmf_config: Mapping[str, Any]
     chunking: ChunkingConfig = ChunkingConfig()
     scaling: ScalingConfig = ScalingConfig()
-    #: Registry-declared analyses that run on a schedule (raw entries, see ``schedules``).
-    analyses: tuple[Mapping[str, Any], ...] = field(default=())
+    #: Registry-declared analyses that run by themselves (see ``schedules``).
+    analyses: tuple[ScheduledAnalysis, ...] = field(default=())
 
     @property
     def key(self) -> str:
@@ -122,6 +124,13 @@ def load_model(entry: Mapping[str, Any], base_dir: Path) -> Model:
     analyses = entry.get("analyses") or []
     if not isinstance(analyses, list):
         raise OasisInputError("analyses must be a list")
+    known_params = set(dag_params())
+    analyses = [ScheduledAnalysis.parse(analysis, known_params) for analysis in analyses]
+    for analysis in analyses:
+        check_fixed_params(analysis.params, f"analyses[{analysis.name!r}]")
+    names = [analysis.name for analysis in analyses]
+    if len(set(names)) != len(names):
+        raise OasisInputError(f"analyses: names must be unique, got {names}")
     return Model(
         supplier_id=str(entry["supplier_id"]),
         model_id=str(entry["model_id"]),

@@ -14,13 +14,22 @@ SCALING_STRATEGIES = ("FIXED_WORKERS", "QUEUE_LOAD", "DYNAMIC_TASKS")
 
 @dataclass(frozen=True)
 class ScalingConfig:
-    """The reference system's fields and defaults."""
+    """The reference system's fields and defaults, plus ``v2_worker_concurrency``: the tasks one
+    v2 worker runs at once (a v1 worker runs one)."""
 
     scaling_strategy: str = "FIXED_WORKERS"
     worker_count_fixed: int = 1
     worker_count_min: int = 0
     worker_count_max: int = 10
     chunks_per_worker: int = 10
+    v2_worker_concurrency: int = 2
+
+    @property
+    def most_workers(self) -> int:
+        """The most workers the model runs: the fixed count, or the maximum when they scale."""
+        if self.scaling_strategy == "FIXED_WORKERS":
+            return max(self.worker_count_fixed, self.worker_count_min)
+        return self.worker_count_max
 
     def override(self, data: Mapping[str, Any] | None, source: str) -> ScalingConfig:
         config = merge_config(

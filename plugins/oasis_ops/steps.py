@@ -7,9 +7,10 @@ CLI resolves them against the config file's folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,18 @@ from oasislmf.manager import OasisManager  # noqa: E402
 from oasislmf.utils.inputs import update_config  # noqa: E402
 
 from oasis_ops.registry import Model  # noqa: E402
+
+# Loss chunks ping the Oasis platform's progress socket, which is not there: an error per chunk.
+logging.getLogger("oasislmf.utils.ping").setLevel(logging.CRITICAL)
+
+KEYS = "keys.csv"
+KEYS_ERRORS = "keys-errors.csv"
+#: Keys row order (by name in oasislmf's "oasis" keys format); ties keep the chunk order.
+KEY_ORDER = ("LocID", "PerilID", "CoverageTypeID")
+#: Events go to the pipelines in contiguous blocks (no shuffle), so that every event is summed in
+#: the same order whatever the number of pipelines: v1 (one per core) and v2 (one per chunk) then
+#: give byte-identical outputs, including per-sample AEP in parquet. Overrides the model's setting.
+IDENTICAL_LOSSES = {"kernel_event_shuffle": 0}
 
 #: OED role (``ods_tools`` name) -> oasislmf argument.
 EXPOSURE_ARGS = {
@@ -55,34 +68,128 @@ def exposure_kwargs(exposure: Mapping[str, Path]) -> dict[str, str]:
     return {EXPOSURE_ARGS[role]: str(path) for role, path in exposure.items()}
 
 
+def _location_exposure(exposure: Mapping[str, Path]) -> Any:
+    from ods_tools.oed import OedExposure
+    from oasislmf.utils.data import DEFAULT_ADDITIONAL_FIELDS, prepare_oed_exposure
+
+    oed = OedExposure(
+        location=str(exposure["location"]),
+        use_field=True,
+        additional_fields=DEFAULT_ADDITIONAL_FIELDS,
+        backend_dtype="pd_dtype",
+    )
+    prepare_oed_exposure(oed)  # numbers loc_id over the whole file, before any slicing
+    return oed
+
+
+def lookup_keys(model: Model, exposure: Mapping[str, Path], chunk: int, chunks: int, target: Path) -> Path:
+    """Keys lookup for chunk ``chunk`` of ``chunks`` (``numpy.array_split`` of the location rows).
+
+    Writes ``keys.csv`` and ``keys-errors.csv`` into ``target``. One chunk of one uses every core of
+    this machine (the lookup's own multiprocessing); the row order is fixed later by :func:`collect_keys`.
+    """
+    import numpy as np
+
+    oed = _location_exposure(exposure)
+    if chunks > 1:
+        oed.location.dataframe = np.array_split(oed.location.dataframe, chunks)[chunk]
+    target.mkdir(parents=True, exist_ok=True)
+    OasisManager().generate_keys(
+        **model_kwargs(model)
+        | {
+            "oed_location_csv": str(exposure["location"]),
+            "exposure_data": oed,
+            "keys_data_path": str(target / KEYS),
+            "keys_errors_path": str(target / KEYS_ERRORS),
+            "keys_format": "oasis",
+            "lookup_multiprocessing": chunks == 1,
+        }
+    )
+    return target
+
+
+def collect_keys(chunk_dirs: Sequence[Path], target: Path) -> Path:
+    """Concatenate the chunks' keys in chunk order, then sort them by location, peril and coverage.
+
+    Item ids follow the keys rows, so the order must not depend on how the lookup was split or on
+    which of its processes finished first: the stable sort makes v1 and any v2 chunking agree.
+    """
+    import pandas as pd
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (KEYS, KEYS_ERRORS):
+        frames = [
+            pd.read_csv(d / name, dtype=str, keep_default_na=False)
+            for d in chunk_dirs
+            if (d / name).is_file() and (d / name).stat().st_size
+        ]
+        if not frames:
+            continue
+        keys = pd.concat(frames, ignore_index=True)
+        order = [c for c in KEY_ORDER if c in keys.columns]
+        numeric = {c: pd.to_numeric(keys[c]) for c in order if c != "PerilID"}
+        keys = keys.assign(**{f"_{c}": v for c, v in numeric.items()})
+        keys = keys.sort_values([f"_{c}" if c in numeric else c for c in order], kind="stable")
+        keys.drop(columns=[f"_{c}" for c in numeric]).to_csv(target / name, index=False)
+    return target
+
+
 def generate_files(
     model: Model,
     exposure: Mapping[str, Path],
     analysis_settings: Path | None,
+    keys: Path,
     target: Path,
-    **extra: Any,
 ) -> Path:
-    """File preparation: OED exposure + the model's keys lookup -> Oasis input files in ``target``."""
-    kwargs = model_kwargs(model) | exposure_kwargs(exposure) | extra
+    """File preparation from looked-up ``keys`` (a :func:`collect_keys` folder): Oasis input files in ``target``."""
+    kwargs = model_kwargs(model) | exposure_kwargs(exposure)
     if analysis_settings is not None:
         kwargs["analysis_settings_json"] = str(analysis_settings)
-    OasisManager().generate_files(oasis_files_dir=str(target), **kwargs)
+    if (keys / KEYS_ERRORS).is_file():
+        kwargs["keys_errors_path"] = str(keys / KEYS_ERRORS)
+    kwargs |= {"oasis_files_dir": str(target), "keys_data_path": str(keys / KEYS)}
+    OasisManager().generate_files(**kwargs)
     return target
 
 
-def generate_losses(
-    model: Model,
-    inputs: Path,
-    analysis_settings: Path,
-    run_dir: Path,
-    **extra: Any,
-) -> Path:
-    """Losses generation on this machine, one pipeline per core; returns the output folder."""
-    OasisManager().generate_losses(
-        **model_kwargs(model),
-        oasis_files_dir=str(inputs),
-        analysis_settings_json=str(analysis_settings),
-        model_run_dir=str(run_dir),
-        **extra,
-    )
+def generate_losses(model: Model, inputs: Path, analysis_settings: Path, run_dir: Path) -> Path:
+    """v1 losses generation on this machine, one pipeline per core; returns the output folder."""
+    OasisManager().generate_losses(**_loss_kwargs(model, inputs, analysis_settings, run_dir))
     return run_dir / "output"
+
+
+def prepare_losses_dir(model: Model, inputs: Path, analysis_settings: Path, run_dir: Path) -> Path:
+    """The run folder, once (``GenerateLossesDir``); returns the merged ``output/analysis_settings.json``
+    (the model's default sample count is merged in here, and every chunk must use it)."""
+    OasisManager().generate_losses_dir(**_loss_kwargs(model, inputs, analysis_settings, run_dir))
+    return run_dir / "output" / "analysis_settings.json"
+
+
+def count_events(run_dir: Path) -> int:
+    """Events of a prepared run folder (``input/events.bin`` holds one int32 per event)."""
+    return (run_dir / "input" / "events.bin").stat().st_size // 4
+
+
+def generate_losses_chunk(
+    model: Model, inputs: Path, merged_settings: Path, run_dir: Path, chunk: int, chunks: int
+) -> Path:
+    """Loss chunk ``chunk`` (0-based) of ``chunks``: one pipeline over its event block; returns its
+    ``<n>.work/`` folder of summary binaries."""
+    partition = {"process_number": chunk + 1, "max_process_id": chunks, "kernel_num_processes": chunks}
+    OasisManager().generate_losses_partial(**_loss_kwargs(model, inputs, merged_settings, run_dir) | partition)
+    return run_dir / f"{chunk + 1}.work"
+
+
+def generate_losses_output(model: Model, inputs: Path, merged_settings: Path, run_dir: Path, chunks: int) -> Path:
+    """ELT/PLT/ALT/EPT from the chunks' binaries, merged into ``run_dir/work/``; returns the output folder."""
+    partitions = {"max_process_id": chunks, "kernel_num_processes": chunks}
+    OasisManager().generate_losses_output(**_loss_kwargs(model, inputs, merged_settings, run_dir) | partitions)
+    return run_dir / "output"
+
+
+def _loss_kwargs(model: Model, inputs: Path, analysis_settings: Path, run_dir: Path) -> dict[str, Any]:
+    return model_kwargs(model) | {
+        "oasis_files_dir": str(inputs),
+        "analysis_settings_json": str(analysis_settings),
+        "model_run_dir": str(run_dir),
+    } | IDENTICAL_LOSSES

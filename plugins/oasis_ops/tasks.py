@@ -33,6 +33,8 @@ class StagedRun:
     #: OED role -> local copy of the exposure file (empty for action ``run``).
     exposure: dict[str, Path]
     settings_path: Path | None
+    #: Rows of the location file (0 for action ``run``).
+    locations: int
 
 
 def stage_run(model: Model, request: RunRequest, storage: Storage, work: Path) -> StagedRun:
@@ -53,13 +55,32 @@ def stage_run(model: Model, request: RunRequest, storage: Storage, work: Path) -
             "run action 'generate_inputs' or 'generate_and_run' first"
         )
     exposure = {role: storage.fetch(src, work / "exposure" / role / src.name) for role, src in sources.items()}
-    if exposure:
-        check_oed(exposure, request.exposure)
-    settings_path = None
-    if request.analysis_settings:
-        settings_path = work / "analysis_settings.json"
-        settings_path.write_text(json.dumps(request.analysis_settings, indent=2))
-    return StagedRun(request, analysis, chunking, exposure, settings_path)
+    locations = check_oed(exposure, request.exposure) if exposure else 0
+    return StagedRun(request, analysis, chunking, exposure, write_settings(request, work), locations)
+
+
+def write_settings(request: RunRequest, work: Path) -> Path | None:
+    """The run's analysis settings as the JSON file oasislmf reads (``None`` if it has none)."""
+    if not request.analysis_settings:
+        return None
+    path = work / "analysis_settings.json"
+    path.write_text(json.dumps(request.analysis_settings, indent=2))
+    return path
+
+
+def local_exposure(folder: Path) -> dict[str, Path]:
+    """OED role -> file of a staged ``exposure/<role>/<file>`` folder."""
+    return {role.name: next(role.iterdir()) for role in sorted(folder.iterdir())}
+
+
+def write_input_files(
+    model: Model, exposure: dict[str, Path], settings: Path | None, key_chunks: list[Path], work: Path
+) -> Path:
+    """Collect the keys of every lookup chunk in a fixed order, then oasislmf's GenerateFiles."""
+    from oasis_ops import steps
+
+    keys = steps.collect_keys(key_chunks, work / "keys")
+    return steps.generate_files(model, exposure, settings, keys, work / "input")
 
 
 def run_single_server(model: Model, request: RunRequest, storage: Storage) -> dict[str, Any]:
@@ -74,8 +95,9 @@ def run_single_server(model: Model, request: RunRequest, storage: Storage) -> di
         log.info("Analysis %s of %s: inputs checked; action %s", request.analysis_id, model.key, request.action)
         if request.generates_inputs:
             started = time.monotonic()
-            steps.generate_files(model, staged.exposure, staged.settings_path, work / "input")
-            storage.publish(work / "input", staged.analysis.input)
+            keys = steps.lookup_keys(model, staged.exposure, 0, 1, work / "lookup")
+            inputs = write_input_files(model, staged.exposure, staged.settings_path, [keys], work)
+            storage.publish(inputs, staged.analysis.input)
             timings["generate_inputs_seconds"] = round(time.monotonic() - started, 3)
             log.info("Input files published to %s", staged.analysis.input)
         if request.runs_losses:

@@ -18,9 +18,10 @@ def merge_config(
     *,
     choices: Mapping[str, tuple[str, ...]],
     minimums: Mapping[str, int] | None = None,
+    maximums: Mapping[str, int] | None = None,
 ) -> C:
     """``base`` with ``data``'s fields replaced: string fields must be one of ``choices[field]``,
-    the others integers >= ``minimums.get(field, 1)``."""
+    the others integers from ``minimums.get(field, 1)`` to ``maximums.get(field)`` (if given)."""
     if not data:
         return base
     if not isinstance(data, Mapping):
@@ -34,7 +35,9 @@ def merge_config(
             if value not in choices[name]:
                 raise OasisInputError(f"{source}: {name} must be one of {list(choices[name])}, got {value!r}")
             continue
-        minimum = (minimums or {}).get(name, 1)
+        minimum, maximum = (minimums or {}).get(name, 1), (maximums or {}).get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise OasisInputError(f"{source}: {name} must be an integer >= {minimum}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise OasisInputError(f"{source}: {name} must be at most {maximum}, got {value!r}")
     return replace(base, **dict(data))  # type: ignore[type-var]

@@ -41,15 +41,19 @@ def check_exposure_file(path: ObjectStoragePath, role: str) -> None:
         raise OasisInputError(f"{field}: {path} is a binary file, not CSV text")
 
 
-def check_oed(exposure: Mapping[str, Path], names: Mapping[str, str]) -> None:
-    """ods-tools' OED validation of the staged exposure files; ``names`` are the user's paths."""
+def check_oed(exposure: Mapping[str, Path], names: Mapping[str, str]) -> int:
+    """ods-tools' OED validation of the staged exposure files; ``names`` are the user's paths.
+
+    Returns the number of location rows (what the keys lookup is split over).
+    """
     from ods_tools.oed import OdsException, OedExposure
 
     try:
-        OedExposure(**{role: str(path) for role, path in exposure.items()}, check_oed=True)
+        oed = OedExposure(**{role: str(path) for role, path in exposure.items()}, check_oed=True)
     except (OdsException, ValueError, KeyError) as exc:
         files = ", ".join(f"{FIELD_OF_ROLE[role]}={names[role]!r}" for role in exposure)
         raise OasisInputError(f"OED validation failed for {files}:\n{exc}") from None
+    return len(oed.location.dataframe) if oed.location is not None else 0
 
 
 def check_analysis_settings(settings: Mapping[str, Any], model: Model) -> None:

@@ -1,0 +1,46 @@
+"""The v2 building blocks that decide identity with v1: chunk slicing, keys order, file layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from oasis_ops.distributed import Chunk, RunFiles
+from oasis_ops.params import RunRequest
+from oasis_ops.storage import Storage
+
+
+def test_chunks_cover_every_index_once_and_are_labelled():
+    assert Chunk.all(3) == [{"index": 0, "count": 3}, {"index": 1, "count": 3}, {"index": 2, "count": 3}]
+    assert Chunk(**Chunk.all(3)[2]).label == "3/3"
+
+
+def test_run_files_live_in_the_storage_root_per_analysis_and_run(tmp_path):
+    storage = Storage(str(tmp_path))
+    request = RunRequest.from_params({"location_file": "a.csv", "analysis_id": "a1", "action": "generate_inputs"}, "manual__2026-01-01T00:00:00+00:00")
+    files = RunFiles.of(storage, request, "manual__2026-01-01T00:00:00+00:00")
+    assert files.base.path == str(tmp_path / ".intermediate" / "a1" / "manual__2026-01-01T00_00_00_00_00")
+    assert files.loss_work(Chunk(0, 4)).name == "1.work" and files.keys(Chunk(3, 4)).name == "3"
+
+
+def _keys(folder: Path, rows: list[tuple]) -> Path:
+    folder.mkdir(parents=True)
+    frame = pd.DataFrame(rows, columns=["LocID", "PerilID", "CoverageTypeID", "AreaPerilID", "VulnerabilityID"])
+    frame.to_csv(folder / "keys.csv", index=False)
+    return folder
+
+
+def test_collect_keys_orders_rows_the_same_however_the_lookup_was_split(tmp_path):
+    from oasis_ops.steps import collect_keys
+
+    rows = [(10, "WTC", 1, 5, 7), (2, "WSS", 3, 1, 2), (2, "WSS", 1, 1, 1), (10, "WSS", 1, 5, 6), (3, "WTC", 1, 9, 9)]
+    whole = collect_keys([_keys(tmp_path / "one", rows)], tmp_path / "whole")
+    split = collect_keys([_keys(tmp_path / "a", rows[3:]), _keys(tmp_path / "b", rows[:3])], tmp_path / "split")
+    assert (whole / "keys.csv").read_bytes() == (split / "keys.csv").read_bytes()
+    ordered = pd.read_csv(whole / "keys.csv")
+    # Numeric ids sort as numbers (2 < 3 < 10), not as text.
+    assert list(zip(ordered.LocID, ordered.PerilID, ordered.CoverageTypeID)) == [
+        (2, "WSS", 1), (2, "WSS", 3), (3, "WTC", 1), (10, "WSS", 1), (10, "WTC", 1)
+    ]
+    assert not (whole / "keys-errors.csv").exists()  # no chunk had errors
