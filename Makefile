@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 # oasislmf orders some input-file columns by set iteration: a fixed hash seed keeps inputs byte-identical.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup pools demo test ui clean
+.PHONY: setup pools demo test ui celery-up celery-down compose clean
 
 setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db pools
 
@@ -36,6 +36,17 @@ demo: setup
 
 ui: setup
 	$(BIN)/airflow standalone
+
+# The production stack as local processes on PostgreSQL and Redis (see oasis_ops/celery_local.py).
+celery-up: setup
+	$(BIN)/python -m oasis_ops.celery_local up
+
+celery-down:
+	$(BIN)/python -m oasis_ops.celery_local down
+
+# Re-render docker-compose.yaml from the registry (OASIS_MODEL_REGISTRY).
+compose: setup
+	$(BIN)/python -m oasis_ops.compose > docker-compose.yaml
 
 test: setup
 	$(BIN)/python -m pytest tests

@@ -18,6 +18,8 @@ v2 = bag.dags.get("oasislmf_piwind_1_v2")
 print(json.dumps({
     "v2_tasks": v2 and {t.task_id: [t.queue, t.retries, getattr(t, "map_index_template", None), t.is_teardown] for t in v2.tasks},
     "v2_max_active_tasks": v2 and v2.max_active_tasks,
+    "executors": {d.dag_id: sorted({str(t.executor) for t in d.tasks}) for d in bag.dags.values()},
+    "images": sorted({t.executor_config["pod_override"].spec.containers[0].image for d in bag.dags.values() for t in d.tasks if t.executor_config}),
     "v2_params": v2 and sorted(v2.params),
     "dags": sorted(bag.dags),
     "errors": bag.import_errors,
@@ -29,10 +31,10 @@ print(json.dumps({
 """
 
 
-def parse_dags(tmp_path, *entries: dict) -> dict:
+def parse_dags(tmp_path, *entries: dict, **extra_env: str) -> dict:
     registry = write_registry(tmp_path / "registry.yaml", *entries)
     env = {"OASIS_MODEL_REGISTRY": str(registry), "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW_HOME": str(tmp_path / "home"),
-           "PYTHONPATH": str(REPO / "plugins"), "PATH": "/usr/bin:/bin"}
+           "PYTHONPATH": str(REPO / "plugins"), "PATH": "/usr/bin:/bin", **extra_env}
     out = subprocess.run([sys.executable, "-c", PARSE, str(REPO / "dags")], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -72,3 +74,18 @@ def test_one_v1_dag_per_model_and_broken_entries_as_import_error(tmp_path, piwin
 def test_a_clean_registry_has_no_import_errors(tmp_path, piwind_entry):
     parsed = parse_dags(tmp_path, piwind_entry)
     assert parsed["errors"] == {} and parsed["dags"] == ["oasislmf_piwind_1_v1", "oasislmf_piwind_1_v2"]
+
+
+def test_a_model_on_the_kubernetes_executor_runs_its_tasks_as_pods_of_its_worker_image(tmp_path, piwind_entry):
+    k8s = piwind_entry | {"model_id": "OnK8s", "executor": "KubernetesExecutor", "worker_image": "registry.example/oasis-worker:7"}
+    # Not an executor this Airflow runs: a registry error for that model; the others load.
+    parsed = parse_dags(tmp_path, piwind_entry, k8s)
+    assert parsed["dags"] == ["oasislmf_piwind_1_v1", "oasislmf_piwind_1_v2"]
+    (message,) = parsed["errors"].values()
+    assert "OasisLMF/OnK8s/1: executor 'KubernetesExecutor' is not in [core] executor" in message
+    # With Airflow running both executors (Airflow 3 runs several at once), its tasks go to Kubernetes.
+    parsed = parse_dags(tmp_path, piwind_entry, k8s, AIRFLOW__CORE__EXECUTOR="CeleryExecutor,KubernetesExecutor")
+    assert parsed["errors"] == {}
+    assert parsed["executors"]["oasislmf_onk8s_1_v2"] == ["KubernetesExecutor"]
+    assert parsed["executors"]["oasislmf_piwind_1_v2"] == ["None"]
+    assert parsed["images"] == ["registry.example/oasis-worker:7"]

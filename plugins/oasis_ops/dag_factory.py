@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import MutableMapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -16,9 +17,10 @@ from airflow.sdk.exceptions import AirflowTimetableInvalid
 
 from oasis_ops.chunking import MAX_CHUNKS
 from oasis_ops.config import OasisConfig
+from oasis_ops.kubernetes import executor_kwargs
 from oasis_ops.operators import OasisSingleServerOperator, run_task
 from oasis_ops.params import dag_params
-from oasis_ops.registry import Model, Registry, load_registry
+from oasis_ops.registry import Model, Registry, RegistryError, load_registry
 from oasis_ops.schedules import ScheduledAnalysis
 from oasis_ops.storage import Storage
 
@@ -55,7 +57,8 @@ def _dag(model: Model, mode: str, analysis: ScheduledAnalysis | None, **kwargs: 
         dag_id=dag_id,
         schedule=schedule,
         params=dag_params(_default_settings(model), analysis.params if analysis else None),
-        default_args=DEFAULT_ARGS | {"queue": queue, "pool": queue},  # the pool: see oasis_ops.pools
+        # The pool: see oasis_ops.pools; a model on the KubernetesExecutor runs each task as a pod.
+        default_args=DEFAULT_ARGS | {"queue": queue, "pool": queue} | executor_kwargs(model),
         tags=tags,
         doc_md=_doc(model, title, queue),
         catchup=False,
@@ -147,7 +150,21 @@ class RegistryErrors(BaseTimetable):
         raise AirflowTimetableInvalid(self.message)
 
 
+def _without_unavailable_executors(registry: Registry) -> Registry:
+    """Models naming an executor this Airflow does not run become registry errors, not a broken file."""
+    from airflow.configuration import conf
+
+    configured = {name.strip().split(".")[-1] for name in conf.get("core", "executor").split(",")}
+    unavailable = [m for m in registry.models if m.executor and m.executor not in configured]
+    errors = tuple(
+        RegistryError(m.key, f"executor {m.executor!r} is not in [core] executor ({', '.join(sorted(configured))}); add it there")
+        for m in unavailable
+    )
+    return replace(registry, models=tuple(m for m in registry.models if m not in unavailable), errors=registry.errors + errors)
+
+
 def build_dags(registry: Registry) -> dict[str, DAG]:
+    registry = _without_unavailable_executors(registry)
     builders = {"v1": build_v1_dag, "v2": build_v2_dag}
     dags = {}
     for model in registry.models:

@@ -22,6 +22,9 @@ from oasis_ops.scaling import ScalingConfig
 from oasis_ops.schedules import ScheduledAnalysis
 
 REQUIRED_KEYS = ("supplier_id", "model_id", "version_id", "path")
+#: Executors a model's tasks may name; None runs them on the default executor (Celery queues).
+EXECUTORS = (None, "CeleryExecutor", "KubernetesExecutor")
+DEFAULT_WORKER_IMAGE = "oasis-airflow-worker:3.3.2"
 
 
 def _slug(text: str) -> str:
@@ -42,6 +45,10 @@ class Model:
     scaling: ScalingConfig = ScalingConfig()
     #: Registry-declared analyses that run by themselves (see ``schedules``).
     analyses: tuple[ScheduledAnalysis, ...] = field(default=())
+    #: The executor of the model's tasks (None: the default one, i.e. Celery workers on its queues).
+    executor: str | None = None
+    #: The model worker image (``worker_image/``) that runs its tasks on Kubernetes.
+    worker_image: str = DEFAULT_WORKER_IMAGE
 
     @property
     def key(self) -> str:
@@ -131,6 +138,9 @@ def load_model(entry: Mapping[str, Any], base_dir: Path) -> Model:
     names = [analysis.name for analysis in analyses]
     if len(set(names)) != len(names):
         raise OasisInputError(f"analyses: names must be unique, got {names}")
+    executor = entry.get("executor")
+    if executor not in EXECUTORS:
+        raise OasisInputError(f"executor must be one of {[e for e in EXECUTORS if e]} or absent, got {executor!r}")
     return Model(
         supplier_id=str(entry["supplier_id"]),
         model_id=str(entry["model_id"]),
@@ -140,6 +150,8 @@ def load_model(entry: Mapping[str, Any], base_dir: Path) -> Model:
         chunking=configs["chunking_configuration.json"],
         scaling=configs["scaling_configuration.json"],
         analyses=tuple(analyses),
+        executor=executor,
+        worker_image=str(entry.get("worker_image") or DEFAULT_WORKER_IMAGE),
     )
 
 
