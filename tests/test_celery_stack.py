@@ -160,6 +160,20 @@ def test_two_v1_runs_on_one_v1_worker_run_one_after_the_other(stack):
     assert earlier["end_date"] <= later["start_date"]
 
 
+def test_priority_orders_runs_waiting_for_the_v1_worker(stack):
+    generate = {"location_file": "exposure/SourceLocOEDPiWind10.csv", "action": "generate_inputs"}
+    stack.trigger(V1, "prio-busy", control_set("prio-busy", priority=5))
+    stack.wait_for_running(V1, "prio-busy", "run_analysis")
+    # The v1 worker is busy; three runs wait (its pool has one slot), the lowest priority first.
+    waiting = [("prio-low", 2), ("prio-mid", 6), ("prio-top", 9)]
+    for run_id, priority in waiting:
+        stack.trigger(V1, run_id, generate | {"analysis_id": run_id, "priority": priority})
+    for run_id in ("prio-busy", *(r for r, _ in waiting)):
+        assert stack.wait(V1, run_id) == "success"
+    starts = {run_id: stack.task_instances(V1, run_id)[0]["start_date"] for run_id, _ in waiting}
+    assert starts["prio-top"] < starts["prio-mid"] < starts["prio-low"]
+
+
 def test_a_worker_killed_mid_chunk_and_a_scheduler_restart_do_not_lose_the_run(stack):
     # A second v2 worker (as `--scale` would add), then SIGKILL the first in the middle of a loss chunk.
     stack.python(

@@ -79,7 +79,7 @@ def render(registry_path: Path) -> str:
             "image": IMAGE,
             "build": {"context": ".", "dockerfile": "worker_image/Dockerfile"},
             "environment": dict(ENVIRONMENT),
-            "volumes": [f"oasis-storage:{STORAGE}", f"${{OASIS_MODELS_DIR:-./models}}:{MODELS}:ro"],
+            "volumes": [f"oasis-storage:{STORAGE}", f"${{OASIS_MODELS_DIR:?set it in .env (see .env.example)}}:{MODELS}:ro"],
             "depends_on": {"postgres": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"}},
         },
         "services": {

@@ -100,12 +100,12 @@ def _volume_mounts() -> list[dict[str, Any]]:
 
 
 def _env() -> list[dict[str, str]]:
-    """The storage root; numba's compiled kernels on the shared storage, so that a pod started after a
-    scale to zero does not spend minutes recompiling them; ``PYTHONHASHSEED`` 0 keeps the input files
-    byte-identical (see the README)."""
+    """The storage root and the registry on the mounts; ``PYTHONHASHSEED`` 0 keeps the input files
+    byte-identical (see the README). numba's kernels are compiled into the worker image at build time
+    (its ``NUMBA_CACHE_DIR``), so a pod started after a scale to zero does not recompile them."""
     return [
         {"name": "OASIS_STORAGE_ROOT", "value": STORAGE_MOUNT},
-        {"name": "NUMBA_CACHE_DIR", "value": f"{STORAGE_MOUNT}/.cache/numba"},
+        {"name": "OASIS_MODEL_REGISTRY", "value": f"{MODELS_MOUNT}/registry.yaml"},
         {"name": "PYTHONHASHSEED", "value": "0"},
     ]
 

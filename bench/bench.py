@@ -1,0 +1,207 @@
+"""Benchmark: the same analysis through ``oasislmf model run``, the v1 DAG and the v2 DAG (N chunks).
+
+Runs each on a real local Airflow (api-server, scheduler, dag-processor; LocalExecutor, the model's
+pools) and prints wall time, peak memory (summed RSS of every process of the run) and the ratios
+to the plain oasislmf CLI. A first, untimed CLI run warms numba's cache. v1 and v2 outputs are
+checked byte-identical.
+
+    .venv/bin/python bench/bench.py piwind --chunks 4
+    .venv/bin/python bench/bench.py synthetic --chunks 4 --locations 40000 --events 1000 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "plugins"), str(REPO / "tests")]
+
+from airflow_cli import BIN, AirflowHome  # noqa: E402  (the test suite's harness: a real local Airflow)
+from airflow_stack import AirflowStack  # noqa: E402
+from conftest import PIWIND, write_registry  # noqa: E402
+from outputs import assert_same_files  # noqa: E402
+
+from oasis_ops.synthetic import SyntheticModelSpec, build_synthetic_model  # noqa: E402
+
+PASSWORD = "bench"
+
+
+class PeakMemory:
+    """Samples the summed RSS of a process tree; ``peak`` is the most above the starting level."""
+
+    def __init__(self, root_pids: Callable[[], list[int]], interval: float = 0.2) -> None:
+        self.root_pids, self.interval, self.peak = root_pids, interval, 0
+        self._stop = threading.Event()
+        self._baseline = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        total = 0
+        for pid in self.root_pids():
+            try:
+                root = psutil.Process(pid)
+                for process in [root, *root.children(recursive=True)]:
+                    total += process.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss() - self._baseline)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    model_root: Path
+    exposure: dict[str, str]  # run parameter -> file name in the model's exposure folder
+    settings: Path
+    entry: dict
+
+
+def piwind_case() -> Case:
+    files = {
+        "location_file": "SourceLocOEDPiWind.csv",
+        "accounts_file": "SourceAccOEDPiWind.csv",
+        "ri_info_file": "SourceReinsInfoOEDPiWind.csv",
+        "ri_scope_file": "SourceReinsScopeOEDPiWind.csv",
+    }
+    entry = {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)}
+    return Case(PIWIND, files, PIWIND / "analysis_settings" / "RI_analysis_settings.json", entry)
+
+
+def synthetic_case(base: Path, spec: SyntheticModelSpec) -> Case:
+    root = build_synthetic_model(base / "synthetic", spec)
+    entry = {"supplier_id": "OasisAirflow", "model_id": "Synthetic", "version_id": "1", "path": str(root)}
+    files = {"location_file": "location.csv", "accounts_file": "account.csv"}
+    return Case(root, files, root / "analysis_settings.json", entry)
+
+
+def exposure_folder(case: Case) -> Path:
+    return case.model_root / "exposure"
+
+
+CLI_FLAGS = {"location_file": "-x", "accounts_file": "-y", "ri_info_file": "-i", "ri_scope_file": "-s"}
+
+
+def run_cli(case: Case, run_dir: Path) -> tuple[float, int]:
+    command = [str(BIN / "oasislmf"), "model", "run", "-C", str(case.model_root / "oasislmf.json"), "-a", str(case.settings), "-r", str(run_dir)]
+    for param, name in case.exposure.items():
+        command += [CLI_FLAGS[param], str(exposure_folder(case) / name)]
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with PeakMemory(lambda: [process.pid]) as memory:
+        if process.wait() != 0:
+            raise RuntimeError(f"oasislmf model run failed: {' '.join(command)}")
+    return time.monotonic() - started, memory.peak
+
+
+def _post(url: str, body: dict, token: str | None = None) -> dict:
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def trigger(stack: AirflowStack, dag_id: str, run_id: str, conf: dict) -> None:
+    """Trigger over the REST API with a JWT, as API clients do."""
+    token = _post(f"{stack.api_url}/auth/token", {"username": "admin", "password": PASSWORD})["access_token"]
+    _post(f"{stack.api_url}/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf}, token)
+
+
+def run_dag(stack: AirflowStack, dag_id: str, run_id: str, conf: dict) -> tuple[float, int]:
+    started = time.monotonic()
+    with PeakMemory(lambda: [p.pid for p in stack.processes]) as memory:
+        trigger(stack, dag_id, run_id, conf)
+        state = stack.wait(dag_id, run_id, timeout=7200)
+    if state != "success":
+        raise RuntimeError(f"{dag_id} {run_id} ended {state}; see {stack.airflow.home}")
+    return time.monotonic() - started, memory.peak
+
+
+def bench(case: Case, chunks: int, base: Path, warm_up: bool = True) -> list[tuple[str, float, int]]:
+    storage = base / "storage"
+    shutil.copytree(exposure_folder(case), storage / "exposure")
+    registry = write_registry(base / "registry.yaml", case.entry)
+    (base / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
+    airflow = AirflowHome.create(base / "airflow", registry, storage)
+    stack = AirflowStack(airflow, REPO / "dags", {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(base / "passwords.json"),
+    })
+    from oasis_ops.registry import load_registry
+
+    model = load_registry(registry).models[0]
+    conf = {param: f"exposure/{name}" for param, name in case.exposure.items()}
+    conf["analysis_settings"] = json.loads(case.settings.read_text())
+    if warm_up:
+        print("warming numba's cache with an untimed CLI run ...", flush=True)
+        run_cli(case, base / "warmup")
+    results = [("oasislmf model run", *run_cli(case, base / "cli"))]
+    print(f"  {results[-1][0]}: {results[-1][1]:.1f} s", flush=True)
+    stack.start([model.dag_id("v1"), model.dag_id("v2")])
+    try:
+        results.append(("v1 DAG", *run_dag(stack, model.dag_id("v1"), "bench-v1", conf | {"analysis_id": "bench-v1"})))
+        print(f"  {results[-1][0]}: {results[-1][1]:.1f} s", flush=True)
+        chunking = {"fixed_lookup_chunks": chunks, "fixed_analysis_chunks": chunks}
+        conf_v2 = conf | {"analysis_id": "bench-v2", "chunking": chunking}
+        results.append((f"v2 DAG, {chunks} chunks", *run_dag(stack, model.dag_id("v2"), "bench-v2", conf_v2)))
+    finally:
+        stack.stop()
+    analyses = storage / "analyses"
+    assert_same_files(analyses / "bench-v1" / "output", analyses / "bench-v2" / "output")
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=["piwind", "synthetic"])
+    parser.add_argument("--chunks", type=int, default=4, help="v2 lookup and loss chunks (FIXED)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the untimed warm-up run (cache already warm)")
+    for spec_field in dataclasses.fields(SyntheticModelSpec):
+        parser.add_argument(f"--{spec_field.name.replace('_', '-')}", type=int, default=None, help=spec_field.metadata.get("help"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="oasis-bench-") as tmp:
+        base = Path(tmp)
+        if args.model == "piwind":
+            case = piwind_case()
+        else:
+            sizes = {f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticModelSpec) if getattr(args, f.name) is not None}
+            case = synthetic_case(base, SyntheticModelSpec(**sizes))
+        results = bench(case, args.chunks, base, args.warm_up)
+    cli_time, cli_memory = results[0][1], results[0][2]
+    print(f"\n{args.model} on {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.1f} GiB")
+    print(f"{'':28} {'wall s':>8} {'x CLI':>6} {'peak MiB':>9} {'x CLI':>6}")
+    for name, wall, memory in results:
+        print(f"{name:28} {wall:8.1f} {wall / cli_time:6.2f} {memory / 2**20:9.0f} {memory / max(cli_memory, 1):6.2f}")
+    print("v1 and v2 outputs: byte-identical")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
