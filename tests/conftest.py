@@ -20,11 +20,26 @@ def write_registry(path: Path, *entries: dict) -> Path:
     return path
 
 
+PIWIND_ENTRY = {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)}
+
+
+def piwind_workspace(base: Path, **entry: object) -> tuple[Path, Path]:
+    """A storage root holding copies of PiWind's exposure files under exposure/ (PiWind stays in
+    shared/), and a registry naming PiWind (with ``entry``'s extra fields)."""
+    import shutil
+
+    if not PIWIND.is_dir():
+        pytest.skip(f"PiWind is not at {PIWIND}")
+    storage = base / "storage"
+    shutil.copytree(PIWIND / "exposure", storage / "exposure")
+    return storage, write_registry(base / "registry.yaml", PIWIND_ENTRY | entry)
+
+
 @pytest.fixture
 def piwind_entry() -> dict:
     if not PIWIND.is_dir():
         pytest.skip(f"PiWind is not at {PIWIND}")
-    return {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)}
+    return dict(PIWIND_ENTRY)
 
 
 @pytest.fixture
@@ -37,14 +52,8 @@ def piwind_model(tmp_path_factory, piwind_entry):
 
 @pytest.fixture
 def storage_root(tmp_path) -> Path:
-    """A storage root holding PiWind's exposure files under exposure/ (copies, PiWind stays in shared/)."""
-    import shutil
-
-    root = tmp_path / "storage"
-    (root / "exposure").mkdir(parents=True)
-    for source in (PIWIND / "exposure").iterdir():
-        shutil.copy2(source, root / "exposure" / source.name)
-    return root
+    """A storage root holding PiWind's exposure files under exposure/."""
+    return piwind_workspace(tmp_path)[0]
 
 
 def piwind_settings(name: str) -> dict:
@@ -56,16 +65,8 @@ def piwind_settings(name: str) -> dict:
 @pytest.fixture(scope="session")
 def piwind_airflow(tmp_path_factory):
     """An embedded Airflow home whose registry holds PiWind and whose storage holds its exposure files."""
-    import shutil
-
     from airflow_cli import AirflowHome
 
-    if not PIWIND.is_dir():
-        pytest.skip(f"PiWind is not at {PIWIND}")
     base = tmp_path_factory.mktemp("piwind_e2e")
-    storage = base / "storage"
-    shutil.copytree(PIWIND / "exposure", storage / "exposure")
-    registry = write_registry(
-        base / "registry.yaml", {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)}
-    )
+    storage, registry = piwind_workspace(base)
     return AirflowHome.create(base / "airflow", registry, storage)

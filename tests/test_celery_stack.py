@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from airflow_cli import BIN, REPO
 from airflow_stack import free_port
-from conftest import PIWIND, piwind_settings, write_registry
+from conftest import PIWIND, piwind_settings, piwind_workspace
 from outputs import assert_outputs_match, assert_same_files
 from test_e2e_piwind import CASES
 
@@ -101,12 +100,9 @@ class CeleryStack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    if not PIWIND.is_dir():
-        pytest.skip(f"PiWind is not at {PIWIND}")
     base = tmp_path_factory.mktemp("celery")
     stack = CeleryStack(base)
-    shutil.copytree(PIWIND / "exposure", stack.storage / "exposure")
-    write_registry(base / "registry.yaml", {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)})
+    piwind_workspace(base)  # the storage root and registry.yaml CeleryStack names
     (base / "airflow").mkdir()
     cfg = subprocess.run([BIN / "python", "-m", "oasis_ops.home", str(base / "airflow")], env=stack.env, check=True, capture_output=True, text=True)
     (base / "airflow" / "airflow.cfg").write_text(cfg.stdout)

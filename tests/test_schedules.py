@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from airflow_cli import AirflowHome
-from conftest import PIWIND, write_registry
+from conftest import piwind_workspace, write_registry
 
 from oasis_ops.errors import OasisInputError
 from oasis_ops.params import dag_params
@@ -65,14 +65,8 @@ def test_each_declared_analysis_becomes_a_dag_and_bad_params_are_a_registry_erro
 
 
 def test_a_scheduled_analysis_runs_with_its_parameters(tmp_path):
-    if not PIWIND.is_dir():
-        pytest.skip(f"PiWind is not at {PIWIND}")
-    import shutil
-
-    storage = tmp_path / "storage"
-    shutil.copytree(PIWIND / "exposure", storage / "exposure")
-    entry = {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND), "analyses": [NIGHTLY]}
-    airflow = AirflowHome.create(tmp_path / "airflow", write_registry(tmp_path / "registry.yaml", entry), storage)
+    storage, registry = piwind_workspace(tmp_path, analyses=[NIGHTLY])
+    airflow = AirflowHome.create(tmp_path / "airflow", registry, storage)
     result = airflow.dags_test("oasislmf_piwind_1_v2__nightly", {})  # no conf: the declared parameters
     assert result.returncode == 0, result.stdout[-5000:]
     inputs = storage / "analyses" / "nightly" / "input"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from airflow_cli import AirflowHome
 from airflow_stack import AirflowStack
-from conftest import PIWIND, piwind_settings, write_registry
+from conftest import PIWIND, piwind_settings, piwind_workspace
 from outputs import assert_outputs_match, assert_same_files
 from test_e2e_piwind import CASES
 
@@ -42,16 +42,8 @@ _chunk.python_callable = _flaky
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    if not PIWIND.is_dir():
-        pytest.skip(f"PiWind is not at {PIWIND}")
-    import shutil
-
     base = tmp_path_factory.mktemp("stack")
-    storage = base / "storage"
-    shutil.copytree(PIWIND / "exposure", storage / "exposure")
-    registry = write_registry(
-        base / "registry.yaml", {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)}
-    )
+    storage, registry = piwind_workspace(base)
     dags = base / "dags"
     dags.mkdir()
     (dags / "oasis_models_flaky.py").write_text(FLAKY_DAGS)
