@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
