@@ -5,6 +5,8 @@ UI does, resumes the run with outputs identical to v1."""
 from __future__ import annotations
 
 import json
+import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +18,13 @@ from outputs import assert_outputs_match, assert_same_files
 from test_e2e_piwind import CASES
 
 V1, V2 = "oasislmf_piwind_1_v1", "oasislmf_piwind_1_v2"
+#: A scheduled analysis that runs whenever the portfolio's location file is updated (an asset event).
+ON_NEW_PORTFOLIO = {
+    "name": "on_new_portfolio",
+    "asset": "exposure/SourceLocOEDPiWind10.csv",
+    "params": {"location_file": "exposure/SourceLocOEDPiWind10.csv", "action": "generate_inputs", "analysis_id": "on-new-portfolio"},
+}
+ON_NEW_PORTFOLIO_DAG = "oasislmf_piwind_1_v1__on_new_portfolio"
 PASSWORD = "stack-test"
 #: The product's PiWind DAGs, with loss chunk 2 of a v2 run failing while a marker file exists.
 FLAKY_DAGS = '''
@@ -43,7 +52,7 @@ _chunk.python_callable = _flaky
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     base = tmp_path_factory.mktemp("stack")
-    storage, registry = piwind_workspace(base)
+    storage, registry = piwind_workspace(base, analyses=[ON_NEW_PORTFOLIO])
     dags = base / "dags"
     dags.mkdir()
     (dags / "oasis_models_flaky.py").write_text(FLAKY_DAGS)
@@ -58,7 +67,7 @@ def stack(tmp_path_factory):
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(base / "passwords.json"),
         },
     )
-    stack.start([V1, V2])
+    stack.start([V1, V2, ON_NEW_PORTFOLIO_DAG])
     yield stack
     stack.stop()
 
@@ -123,12 +132,30 @@ def test_clearing_one_failed_chunk_resumes_the_run(stack):
     assert_same_files(analyses / "resume-v1" / "output", analyses / "resume-v2" / "output")
 
 
+def test_an_asset_event_on_the_portfolio_runs_its_scheduled_analysis(stack):
+    uri = f"file://{stack.airflow.storage}/exposure/SourceLocOEDPiWind10.csv"
+    deadline = time.monotonic() + 120
+    while not (assets := stack_api(stack, "GET", f"/api/v2/assets?uri_pattern={urllib.parse.quote(uri)}")["assets"]):
+        assert time.monotonic() < deadline, f"asset {uri} not registered"
+        time.sleep(2)
+    # What a portfolio upload (or a producer task with the asset as an outlet) records:
+    stack_api(stack, "POST", "/api/v2/assets/events", {"asset_id": assets[0]["id"]})
+    while not (runs := stack.query("SELECT run_id FROM dag_run WHERE dag_id = ?", (ON_NEW_PORTFOLIO_DAG,))):
+        assert time.monotonic() < deadline + 120, "the asset event started no run"
+        time.sleep(2)
+    (run_id,) = runs[0]
+    assert stack.wait(ON_NEW_PORTFOLIO_DAG, run_id) == "success"
+    # It ran with its declared parameters: inputs only, under its analysis id.
+    inputs = stack.airflow.storage / "analyses" / "on-new-portfolio" / "input"
+    assert (inputs / "items.bin").is_file() and not (inputs.parent / "output").exists()
+
+
 def stack_trigger(stack: AirflowStack, dag_id: str, run_id: str, conf: dict) -> None:
     """Trigger a run over the REST API (as the UI and API clients do): it is created at once."""
     stack_api(stack, "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf})
 
 
-def stack_api(stack: AirflowStack, method: str, path: str, body: dict) -> dict:
+def stack_api(stack: AirflowStack, method: str, path: str, body: dict | None = None) -> dict:
     """Call the REST API with a JWT from /auth/token, as a client of the API does."""
     base = stack.api_url
     token_request = urllib.request.Request(
@@ -138,7 +165,7 @@ def stack_api(stack: AirflowStack, method: str, path: str, body: dict) -> dict:
     with urllib.request.urlopen(token_request, timeout=30) as response:
         token = json.loads(response.read())["access_token"]
     request = urllib.request.Request(
-        base + path, data=json.dumps(body).encode(), method=method,
+        base + path, data=json.dumps(body).encode() if body is not None else None, method=method,
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     with urllib.request.urlopen(request, timeout=60) as response:
