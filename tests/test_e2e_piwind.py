@@ -71,3 +71,11 @@ def test_conf_outside_the_params_schema_is_refused_at_trigger(piwind_airflow):
     assert result.returncode != 0
     assert "priority" in result.stdout + result.stderr
     assert not analysis(piwind_airflow, "refused").exists()
+
+
+def test_parquet_exposure_gives_the_same_outputs(piwind_airflow):
+    settings, files = CASES["control_set"]
+    parquet = {param: path.replace(".csv", ".parquet") for param, path in files.items()}
+    result = piwind_airflow.dags_test(DAG_ID, {**parquet, "analysis_settings": piwind_settings(settings), "analysis_id": "control_set-parquet"})
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert_outputs_match(PIWIND / "expected" / "control_set", analysis(piwind_airflow, "control_set-parquet") / "output")
