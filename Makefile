@@ -10,7 +10,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 # oasislmf orders some input-file columns by set iteration: a fixed hash seed keeps inputs byte-identical.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup pools demo test ui celery-up celery-down compose clean
+.PHONY: setup pools demo test test-fast lint ui celery-up celery-down compose clean
 
 setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db pools
 
@@ -22,34 +22,48 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 $(AIRFLOW_HOME)/airflow.cfg:
 	mkdir -p $(AIRFLOW_HOME)
-	$(BIN)/python -m oasis_ops.home $(AIRFLOW_HOME) > $@.tmp && mv $@.tmp $@
+	$(BIN)/python -m oasis_ops.deploy.home $(AIRFLOW_HOME) > $@.tmp && mv $@.tmp $@
 
 $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.cfg
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log
 	touch $@
 
 pools: $(AIRFLOW_HOME)/airflow.db
-	$(BIN)/python -m oasis_ops.pools
+	$(BIN)/python -m oasis_ops.deploy.pools
 
 demo: setup
-	$(BIN)/python -m oasis_ops.demo
+	$(BIN)/python -m oasis_ops.tools.demo
 
+# The embedded stack in the foreground: UI, REST API and the Oasis API (see oasis_ops/deploy/embedded.py).
 ui: setup
-	$(BIN)/airflow standalone
+	$(BIN)/python -m oasis_ops.deploy.embedded
 
-# The production stack as local processes on PostgreSQL and Redis (see oasis_ops/celery_local.py).
-celery-up: setup
-	$(BIN)/python -m oasis_ops.celery_local up
+# The production stack as local processes on PostgreSQL and Redis (see oasis_ops/deploy/celery_local.py).
+# Not `setup`: its database steps would run against AIRFLOW__DATABASE__SQL_ALCHEMY_CONN before the
+# launcher creates and migrates that database.
+celery-up: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.cfg
+	$(BIN)/python -m oasis_ops.deploy.celery_local up
 
 celery-down:
-	$(BIN)/python -m oasis_ops.celery_local down
+	$(BIN)/python -m oasis_ops.deploy.celery_local down
 
 # Re-render docker-compose.yaml from the registry (OASIS_MODEL_REGISTRY).
 compose: setup
-	$(BIN)/python -m oasis_ops.compose > docker-compose.yaml
+	$(BIN)/python -m oasis_ops.deploy.compose > docker-compose.yaml
 
-test: setup
+# Everything: lint and types, unit tests, end-to-end DAG runs (e2e) and real Airflow stacks (stack);
+# see pyproject.toml.
+test: setup lint
 	$(BIN)/python -m pytest tests
+
+# ruff (incl. no heavy module-level imports in parse-time code) and mypy on the package.
+lint: $(VENV)/.installed
+	$(BIN)/ruff check plugins dags tests harness bench
+	$(BIN)/mypy
+
+# Unit and DAG-parsing tests only: no `airflow dags test` runs, no Airflow services.
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not e2e and not stack"
 
 clean:
 	rm -rf $(AIRFLOW_HOME) $(VENV)

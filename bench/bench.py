@@ -5,8 +5,10 @@ pools) and prints wall time, peak memory (summed RSS of every process of the run
 to the plain oasislmf CLI. A first, untimed CLI run warms numba's cache. v1 and v2 outputs are
 checked byte-identical.
 
-    .venv/bin/python bench/bench.py piwind --chunks 4
-    .venv/bin/python bench/bench.py synthetic --chunks 4 --locations 40000 --events 1000 ...
+From the repository root (``plugins/`` on ``PYTHONPATH``, as the Makefile exports it):
+
+    PYTHONPATH=plugins .venv/bin/python -m bench.bench piwind --chunks 4
+    PYTHONPATH=plugins .venv/bin/python -m bench.bench synthetic --chunks 4 --locations 40000 --events 1000 ...
 """
 
 from __future__ import annotations
@@ -26,17 +28,22 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "plugins"), str(REPO / "tests")]
+from harness.airflow_home import BIN, REPO, AirflowHome
+from harness.local_stack import LocalStack
+from harness.outputs import assert_same_files
+from harness.piwind import PIWIND, piwind_entry, require_piwind
+from harness.registry import write_registry
 
-from airflow_cli import BIN, AirflowHome  # noqa: E402  (the test suite's harness: a real local Airflow)
-from airflow_stack import AirflowStack  # noqa: E402
-from conftest import PIWIND, write_registry  # noqa: E402
-from outputs import assert_same_files  # noqa: E402
-
-from oasis_ops.synthetic import SyntheticModelSpec, build_synthetic_model  # noqa: E402
+try:
+    from oasis_ops.constants import Mode
+    from oasis_ops.registry import load_registry
+    from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model
+except ModuleNotFoundError as missing:  # the product is plugins/, which Airflow (not pip) puts on sys.path
+    raise SystemExit(f"{missing}: run from the repository root with PYTHONPATH=plugins (the Makefile exports it)") from None
 
 PASSWORD = "bench"
+#: Longest one timed DAG run may take.
+RUN_TIMEOUT = 7200
 
 
 class PeakMemory:
@@ -82,14 +89,14 @@ class Case:
 
 
 def piwind_case() -> Case:
+    require_piwind()
     files = {
         "location_file": "SourceLocOEDPiWind.csv",
         "accounts_file": "SourceAccOEDPiWind.csv",
         "ri_info_file": "SourceReinsInfoOEDPiWind.csv",
         "ri_scope_file": "SourceReinsScopeOEDPiWind.csv",
     }
-    entry = {"supplier_id": "OasisLMF", "model_id": "PiWind", "version_id": "1", "path": str(PIWIND)}
-    return Case(PIWIND, files, PIWIND / "analysis_settings" / "RI_analysis_settings.json", entry)
+    return Case(PIWIND, files, PIWIND / "analysis_settings" / "RI_analysis_settings.json", piwind_entry())
 
 
 def synthetic_case(base: Path, spec: SyntheticModelSpec) -> Case:
@@ -119,26 +126,14 @@ def run_cli(case: Case, run_dir: Path) -> tuple[float, int]:
     return time.monotonic() - started, memory.peak
 
 
-def _post(url: str, body: dict, token: str | None = None) -> dict:
-    import urllib.request
-
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-def trigger(stack: AirflowStack, dag_id: str, run_id: str, conf: dict) -> None:
-    """Trigger over the REST API with a JWT, as API clients do."""
-    token = _post(f"{stack.api_url}/auth/token", {"username": "admin", "password": PASSWORD})["access_token"]
-    _post(f"{stack.api_url}/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf}, token)
-
-
-def run_dag(stack: AirflowStack, dag_id: str, run_id: str, conf: dict) -> tuple[float, int]:
+def run_dag(stack: LocalStack, dag_id: str, run_id: str, conf: dict) -> tuple[float, int]:
+    """Trigger over the REST API (as API clients do) and wait: wall time and peak memory of the stack."""
+    rest = stack.rest
+    rest.token()  # outside the timed part
     started = time.monotonic()
     with PeakMemory(lambda: [p.pid for p in stack.processes]) as memory:
-        trigger(stack, dag_id, run_id, conf)
-        state = stack.wait(dag_id, run_id, timeout=7200)
+        rest.trigger(dag_id, run_id, conf)
+        state = rest.wait(dag_id, run_id, timeout=RUN_TIMEOUT)
     if state != "success":
         raise RuntimeError(f"{dag_id} {run_id} ended {state}; see {stack.airflow.home}")
     return time.monotonic() - started, memory.peak
@@ -148,15 +143,9 @@ def bench(case: Case, chunks: int, base: Path, warm_up: bool = True) -> list[tup
     storage = base / "storage"
     shutil.copytree(exposure_folder(case), storage / "exposure")
     registry = write_registry(base / "registry.yaml", case.entry)
-    (base / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
     airflow = AirflowHome.create(base / "airflow", registry, storage)
-    stack = AirflowStack(airflow, REPO / "dags", {
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(base / "passwords.json"),
-    })
-    from oasis_ops.registry import load_registry
-
-    model = load_registry(registry).models[0]
+    (model,) = load_registry(registry).models
+    v1, v2 = model.dag_id(Mode.V1), model.dag_id(Mode.V2)
     conf = {param: f"exposure/{name}" for param, name in case.exposure.items()}
     conf["analysis_settings"] = json.loads(case.settings.read_text())
     if warm_up:
@@ -164,22 +153,20 @@ def bench(case: Case, chunks: int, base: Path, warm_up: bool = True) -> list[tup
         run_cli(case, base / "warmup")
     results = [("oasislmf model run", *run_cli(case, base / "cli"))]
     print(f"  {results[-1][0]}: {results[-1][1]:.1f} s", flush=True)
-    stack.start([model.dag_id("v1"), model.dag_id("v2")])
-    try:
-        results.append(("v1 DAG", *run_dag(stack, model.dag_id("v1"), "bench-v1", conf | {"analysis_id": "bench-v1"})))
+    with LocalStack(airflow, REPO / "dags", PASSWORD) as stack:
+        stack.start([v1, v2])
+        results.append(("v1 DAG", *run_dag(stack, v1, "bench-v1", conf | {"analysis_id": "bench-v1"})))
         print(f"  {results[-1][0]}: {results[-1][1]:.1f} s", flush=True)
         chunking = {"fixed_lookup_chunks": chunks, "fixed_analysis_chunks": chunks}
         conf_v2 = conf | {"analysis_id": "bench-v2", "chunking": chunking}
-        results.append((f"v2 DAG, {chunks} chunks", *run_dag(stack, model.dag_id("v2"), "bench-v2", conf_v2)))
-    finally:
-        stack.stop()
+        results.append((f"v2 DAG, {chunks} chunks", *run_dag(stack, v2, "bench-v2", conf_v2)))
     analyses = storage / "analyses"
     assert_same_files(analyses / "bench-v1" / "output", analyses / "bench-v2" / "output")
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=["piwind", "synthetic"])
     parser.add_argument("--chunks", type=int, default=4, help="v2 lookup and loss chunks (FIXED)")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the untimed warm-up run (cache already warm)")

@@ -1,16 +1,19 @@
+"""The Oasis platform's chunk-count rules, and their bounds: never more chunks than rows or events."""
+
 from __future__ import annotations
 
 import pytest
 
-from oasis_ops.chunking import ChunkingConfig, count_events
+from oasis_ops.chunking import MAX_CHUNKS, ChunkingConfig, ChunkStrategy
 from oasis_ops.errors import OasisInputError
 
-MODEL_SETTINGS = {"model_settings": {"event_set": {"default": "p", "options": [{"id": "p", "number_of_events": 1447}, {"id": "s", "number_of_events": 10}]}}}
+FIXED, DYNAMIC = ChunkStrategy.FIXED_CHUNKS.value, ChunkStrategy.DYNAMIC_CHUNKS.value
 
 
 def test_defaults_are_the_reference_systems():
     config = ChunkingConfig()
-    assert config.lookup_chunks(50_000) == 1 and config.loss_chunks(None) == 1
+    assert (config.lookup_strategy, config.loss_strategy) == (FIXED, FIXED)
+    assert config.lookup_chunks(50_000) == 1 and config.loss_chunks(1447) == 1
 
 
 @pytest.mark.parametrize(
@@ -18,9 +21,9 @@ def test_defaults_are_the_reference_systems():
     [
         ({"fixed_lookup_chunks": 3}, 10, 3),
         ({"fixed_lookup_chunks": 30}, 10, 10),  # never more chunks than locations
-        ({"lookup_strategy": "DYNAMIC_CHUNKS", "dynamic_locations_per_lookup": 4}, 10, 3),
-        ({"lookup_strategy": "DYNAMIC_CHUNKS", "dynamic_locations_per_lookup": 1, "dynamic_chunks_max": 7}, 100, 7),
-        ({"lookup_strategy": "DYNAMIC_CHUNKS"}, 0, 1),
+        ({"lookup_strategy": DYNAMIC, "dynamic_locations_per_lookup": 4}, 10, 3),
+        ({"lookup_strategy": DYNAMIC, "dynamic_locations_per_lookup": 1, "dynamic_chunks_max": 7}, 100, 7),
+        ({"lookup_strategy": DYNAMIC}, 0, 1),
     ],
 )
 def test_lookup_chunks(override, locations, expected):
@@ -31,40 +34,66 @@ def test_lookup_chunks(override, locations, expected):
     "override, events, expected",
     [
         ({"fixed_analysis_chunks": 4}, 1447, 4),
-        ({"loss_strategy": "DYNAMIC_CHUNKS", "dynamic_events_per_analysis": 100}, 1447, 15),
-        ({"loss_strategy": "DYNAMIC_CHUNKS"}, 1447, 200),
+        ({"loss_strategy": DYNAMIC, "dynamic_events_per_analysis": 100}, 1447, 15),
+        ({"loss_strategy": DYNAMIC}, 1447, 200),  # one event per chunk, capped by dynamic_chunks_max
+        ({"loss_strategy": DYNAMIC, "dynamic_chunks_max": MAX_CHUNKS}, 5000, MAX_CHUNKS),
     ],
 )
 def test_loss_chunks(override, events, expected):
     assert ChunkingConfig().override(override, "t").loss_chunks(events) == expected
 
 
-def test_dynamic_losses_need_an_event_count():
-    with pytest.raises(OasisInputError, match="needs the event count"):
-        ChunkingConfig(loss_strategy="DYNAMIC_CHUNKS").loss_chunks(None)
+@pytest.mark.parametrize(
+    "override, events, expected",
+    [
+        ({"fixed_analysis_chunks": 4}, 3, 3),
+        ({"fixed_analysis_chunks": 4}, 1, 1),
+        ({"fixed_analysis_chunks": MAX_CHUNKS}, 10, 10),
+        ({"loss_strategy": DYNAMIC}, 7, 7),  # one event per chunk
+        ({"loss_strategy": DYNAMIC, "dynamic_events_per_analysis": 3}, 10, 4),
+        ({"loss_strategy": DYNAMIC, "dynamic_events_per_analysis": 100}, 1, 1),
+    ],
+)
+def test_loss_chunks_of_a_small_run(override, events, expected):
+    assert ChunkingConfig().override(override, "t").loss_chunks(events) == expected
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"fixed_analysis_chunks": 4},
+        {"fixed_analysis_chunks": MAX_CHUNKS},
+        {"loss_strategy": DYNAMIC},
+        {"loss_strategy": DYNAMIC, "dynamic_chunks_max": MAX_CHUNKS},
+        {"loss_strategy": DYNAMIC, "dynamic_events_per_analysis": 3},
+    ],
+    ids=["fixed 4", "fixed max", "dynamic default", "dynamic up to max", "dynamic 3 per chunk"],
+)
+def test_loss_chunks_never_exceed_the_runs_events(override):
+    """A loss chunk without an event would run an empty pipeline: a run of ``events`` events gets
+    at least one chunk and at most ``events``, whatever the strategy."""
+    config = ChunkingConfig().override(override, "t")
+    counts = {events: config.loss_chunks(events) for events in range(1, 1100)}
+    assert {events: count for events, count in counts.items() if not 1 <= count <= events} == {}
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ({"fixed_analysis_chunks": 0}, "fixed_analysis_chunks must be an integer >= 1, got 0"),
-        ({"fixed_lookup_chunks": 2.5}, "fixed_lookup_chunks must be an integer >= 1"),
-        ({"fixed_lookup_chunks": True}, "fixed_lookup_chunks must be an integer >= 1"),
-        ({"loss_strategy": "SOME"}, "loss_strategy must be one of"),
-        ({"chunks": 2}, "unknown field(s) ['chunks']"),
-        ([1, 2], "must be a JSON object"),
+        ({"fixed_analysis_chunks": 0}, "chunking: fixed_analysis_chunks must be an integer >= 1, got 0"),
+        ({"fixed_lookup_chunks": 2.5}, "chunking: fixed_lookup_chunks must be an integer >= 1, got 2.5"),
+        ({"fixed_lookup_chunks": True}, "chunking: fixed_lookup_chunks must be an integer >= 1, got True"),
+        ({"fixed_lookup_chunks": 1025}, "chunking: fixed_lookup_chunks must be at most 1024, got 1025"),
+        ({"loss_strategy": "SOME"}, "chunking: loss_strategy must be one of ['FIXED_CHUNKS', 'DYNAMIC_CHUNKS'], got 'SOME'"),
+        (
+            {"chunks": 2},
+            "chunking: unknown field(s) ['chunks']; known fields: ['dynamic_chunks_max', 'dynamic_events_per_analysis', "
+            "'dynamic_locations_per_lookup', 'fixed_analysis_chunks', 'fixed_lookup_chunks', 'lookup_strategy', 'loss_strategy']",
+        ),
+        ([1, 2], "chunking: must be a JSON object, got list"),
     ],
 )
 def test_bad_overrides_name_the_field(override, message):
     with pytest.raises(OasisInputError) as err:
         ChunkingConfig().override(override, "chunking")
-    assert message in str(err.value) and str(err.value).startswith("chunking")
-
-
-def test_count_events():
-    assert count_events({"model_settings": {"event_set": "p"}}, MODEL_SETTINGS) == 1447
-    assert count_events({"model_settings": {"event_set": "s"}}, MODEL_SETTINGS) == 10
-    assert count_events({}, MODEL_SETTINGS) == 1447  # the model's default event set
-    assert count_events({"event_ids": [1, 2, 3]}, MODEL_SETTINGS) == 3
-    assert count_events({"event_ids": [7], "model_settings": {"event_set": "s"}}, MODEL_SETTINGS) == 10
-    assert count_events({"model_settings": {"event_set": "x"}}, MODEL_SETTINGS) is None
+    assert str(err.value) == message

@@ -6,14 +6,14 @@ import re
 import subprocess
 
 import yaml
-from airflow_cli import REPO
-from conftest import write_registry
 
-from oasis_ops.celery_local import environment
-from oasis_ops.compose import render
+from harness.airflow_home import REPO
+from harness.registry import write_registry
+from oasis_ops.deploy.celery_local import environment
+from oasis_ops.deploy.compose import render
+from oasis_ops.deploy.stack import SHARED_SETTINGS, services
 from oasis_ops.registry import load_registry
-from oasis_ops.stack import SHARED_SETTINGS, services
-from oasis_ops.synthetic import SyntheticModelSpec, build_synthetic_model
+from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model
 
 COMPOSE = REPO / "docker-compose.yaml"
 
@@ -26,7 +26,7 @@ def default_registry(tmp_path):
 
 
 def test_the_committed_compose_file_is_the_rendered_one(tmp_path):
-    assert COMPOSE.read_text() == render(default_registry(tmp_path)), "re-render: python -m oasis_ops.compose > docker-compose.yaml"
+    assert COMPOSE.read_text() == render(default_registry(tmp_path)), "re-render: python -m oasis_ops.deploy.compose > docker-compose.yaml"
 
 
 def test_compose_and_the_local_launcher_run_the_same_services_and_settings(tmp_path, monkeypatch):

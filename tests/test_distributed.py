@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from oasis_ops.distributed import Chunk, RunFiles
+from oasis_ops.context import TaskRun
+from oasis_ops.execution.distributed import Chunk, RunFiles
 from oasis_ops.params import RunRequest
 from oasis_ops.storage import Storage
 
@@ -16,12 +17,16 @@ def test_chunks_cover_every_index_once_and_are_labelled():
     assert Chunk(**Chunk.all(3)[2]).label == "3/3"
 
 
-def test_run_files_live_in_the_storage_root_per_analysis_and_run(tmp_path):
-    storage = Storage(str(tmp_path))
-    request = RunRequest.from_params({"location_file": "a.csv", "analysis_id": "a1", "action": "generate_inputs"}, "manual__2026-01-01T00:00:00+00:00")
-    files = RunFiles.of(storage, request, "manual__2026-01-01T00:00:00+00:00")
-    assert files.base.path == str(tmp_path / ".intermediate" / "a1" / "manual__2026-01-01T00_00_00_00_00")
-    assert files.loss_work(Chunk(0, 4)).name == "1.work" and files.keys(Chunk(3, 4)).name == "3"
+def test_run_files_live_in_the_storage_root_per_analysis_and_run(tmp_path, piwind_model):
+    run_id = "manual__2026-01-01T00:00:00+00:00"
+    request = RunRequest.from_params({"location_file": "a.csv", "analysis_id": "a1", "action": "generate_inputs"}, run_id)
+    files = RunFiles.of(TaskRun(piwind_model, request, Storage(str(tmp_path)), run_id))
+    base = tmp_path / ".intermediate" / "a1" / "manual__2026-01-01T00_00_00_00_00"
+    assert files.base.path == str(base)
+    assert files.exposure.path == str(base / "exposure")
+    assert (files.keys(Chunk(3, 4)).path, files.merged_settings.path) == (str(base / "keys" / "3"), str(base / "losses" / "settings"))
+    first = Chunk(0, 4)
+    assert (files.loss_work(first).path, files.loss_log(first).path) == (str(base / "losses" / "1.work"), str(base / "losses" / "1.log"))
 
 
 def _keys(folder: Path, rows: list[tuple]) -> Path:
@@ -32,7 +37,7 @@ def _keys(folder: Path, rows: list[tuple]) -> Path:
 
 
 def test_collect_keys_orders_rows_the_same_however_the_lookup_was_split(tmp_path):
-    from oasis_ops.steps import collect_keys
+    from oasis_ops.execution.steps import collect_keys
 
     rows = [(10, "WTC", 1, 5, 7), (2, "WSS", 3, 1, 2), (2, "WSS", 1, 1, 1), (10, "WSS", 1, 5, 6), (3, "WTC", 1, 9, 9)]
     whole = collect_keys([_keys(tmp_path / "one", rows)], tmp_path / "whole")

@@ -3,41 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from airflow_cli import AirflowHome
-from conftest import PIWIND, piwind_settings
-from outputs import assert_outputs_match
 
-DAG_ID = "oasislmf_piwind_1_v1"
-CASES = {
-    "control_set": (
-        "RI_analysis_settings.json",
-        {
-            "location_file": "exposure/SourceLocOEDPiWind10.csv",
-            "accounts_file": "exposure/SourceAccOEDPiWind.csv",
-            "ri_info_file": "exposure/SourceReinsInfoOEDPiWind.csv",
-            "ri_scope_file": "exposure/SourceReinsScopeOEDPiWind.csv",
-        },
-    ),
-    "case_0": ("GUL_analysis_settings.json", {"location_file": "exposure/SourceLocOEDPiWind10.csv"}),
-    "case_1": (
-        "FM_analysis_settings.json",
-        {"location_file": "exposure/SourceLocOEDPiWind10.csv", "accounts_file": "exposure/SourceAccOEDPiWind.csv"},
-    ),
-}
+from harness.airflow_home import output_tail
+from harness.outputs import assert_no_results, assert_outputs_match
+from harness.piwind import CASES, V1_DAG, piwind_settings
 
-
-def analysis(piwind_airflow: AirflowHome, analysis_id: str):
-    return piwind_airflow.storage / "analyses" / analysis_id
+pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("case", ["control_set", "case_1"])
 def test_generate_and_run_matches_expected(piwind_airflow, case):
-    settings, files = CASES[case]
-    result = piwind_airflow.dags_test(DAG_ID, {**files, "analysis_settings": piwind_settings(settings), "analysis_id": case})
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    folder = analysis(piwind_airflow, case)
-    compared = assert_outputs_match(PIWIND / "expected" / case, folder / "output")
-    assert len(compared) == len(list((PIWIND / "expected" / case).glob("*.csv")))
+    piwind_airflow.dags_test_ok(V1_DAG, CASES[case].conf(case))
+    folder = piwind_airflow.analysis(case)
+    compared = assert_outputs_match(CASES[case].expected, folder / "output")
+    assert len(compared) == len(list(CASES[case].expected.glob("*.csv")))
     assert (folder / "input" / "items.bin").is_file() and (folder / "input" / "keys.csv").is_file()
     assert any((folder / "logs").iterdir())
     # Only the published folders remain: no staging, no work files.
@@ -46,36 +25,42 @@ def test_generate_and_run_matches_expected(piwind_airflow, case):
 
 
 def test_generate_inputs_then_run_reuses_the_inputs(piwind_airflow):
-    settings, files = CASES["case_0"]
-    generated = piwind_airflow.dags_test(DAG_ID, {**files, "action": "generate_inputs", "analysis_id": "case_0"})
-    assert generated.returncode == 0, generated.stdout[-5000:]
-    folder = analysis(piwind_airflow, "case_0")
+    case = CASES["case_0"]
+    piwind_airflow.dags_test_ok(V1_DAG, {**case.files, "action": "generate_inputs", "analysis_id": "case_0"})
+    folder = piwind_airflow.analysis("case_0")
     assert (folder / "input" / "items.csv").is_file() and not (folder / "output").exists()
 
-    run = piwind_airflow.dags_test(DAG_ID, {"action": "run", "analysis_id": "case_0", "analysis_settings": piwind_settings(settings)})
-    assert run.returncode == 0, run.stdout[-5000:]
-    assert_outputs_match(PIWIND / "expected" / "case_0", folder / "output")
+    piwind_airflow.dags_test_ok(V1_DAG, {"action": "run", "analysis_id": "case_0", "analysis_settings": case.settings()})
+    assert_outputs_match(case.expected, folder / "output")
 
 
 def test_bad_input_fails_the_run_with_the_reason_in_the_log(piwind_airflow):
-    result = piwind_airflow.dags_test(
-        DAG_ID, {"location_file": "../../etc/passwd", "analysis_settings": piwind_settings("GUL_analysis_settings.json"), "analysis_id": "bad"}
-    )
-    assert result.returncode != 0
-    assert "location_file: '../../etc/passwd' is outside the storage root" in result.stdout + result.stderr
-    assert not analysis(piwind_airflow, "bad").exists()
+    conf = {"location_file": "../../etc/passwd", "analysis_settings": piwind_settings("GUL_analysis_settings.json"), "analysis_id": "bad"}
+    result = piwind_airflow.dags_test(V1_DAG, conf)
+    # The run was created and ran: its task failed (without retries) with the reason, and so did the run.
+    assert result.returncode == 1 and result.stderr.rstrip().endswith("DagRun failed"), output_tail(result)
+    reason = f"location_file: '../../etc/passwd' is outside the storage root file://{piwind_airflow.storage}; give a path relative to it"
+    assert reason in result.stdout + result.stderr, output_tail(result)
+    assert [(t.task_id, t.state) for t in piwind_airflow.task_instances(V1_DAG)] == [("run_analysis", "failed")]
+    # No results; the failed task's error report (for the Oasis API) gives the reason.
+    ((report, text),) = assert_no_results(piwind_airflow.analysis("bad")).items()
+    assert report.endswith("/run_analysis.txt") and f"\nOasisInputError: {reason}\n" in text
 
 
 def test_conf_outside_the_params_schema_is_refused_at_trigger(piwind_airflow):
-    result = piwind_airflow.dags_test(DAG_ID, {"priority": 11, "analysis_id": "refused"})
-    assert result.returncode != 0
-    assert "priority" in result.stdout + result.stderr
-    assert not analysis(piwind_airflow, "refused").exists()
+    # A conf that would run but for its priority: Airflow refuses it before creating the run.
+    conf = CASES["case_0"].conf("refused", priority=11)
+    result = piwind_airflow.dags_test(V1_DAG, conf)
+    assert result.returncode == 1, output_tail(result)
+    refusal = [line for line in result.stderr.splitlines() if line.startswith("airflow.sdk.exceptions.ParamValidationError")]
+    reason = "Invalid input for param priority: 11 is greater than the maximum of 10"
+    assert refusal == [f"airflow.sdk.exceptions.ParamValidationError: {reason}"], output_tail(result)
+    assert "DagRun failed" not in result.stderr
+    assert not piwind_airflow.analysis("refused").exists()  # no run, so no task and no error report either
 
 
 def test_parquet_exposure_gives_the_same_outputs(piwind_airflow):
-    settings, files = CASES["control_set"]
-    parquet = {param: path.replace(".csv", ".parquet") for param, path in files.items()}
-    result = piwind_airflow.dags_test(DAG_ID, {**parquet, "analysis_settings": piwind_settings(settings), "analysis_id": "control_set-parquet"})
-    assert result.returncode == 0, result.stdout[-5000:]
-    assert_outputs_match(PIWIND / "expected" / "control_set", analysis(piwind_airflow, "control_set-parquet") / "output")
+    case = CASES["control_set"]
+    parquet = {param: path.replace(".csv", ".parquet") for param, path in case.files.items()}
+    piwind_airflow.dags_test_ok(V1_DAG, case.conf("control_set-parquet") | parquet)
+    assert_outputs_match(case.expected, piwind_airflow.analysis("control_set-parquet") / "output")

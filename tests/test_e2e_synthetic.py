@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
+from typing import Any
 
 import pytest
-from airflow_cli import AirflowHome
-from conftest import write_registry
-from outputs import assert_same_files
-from test_e2e_v2 import SCRATCH_PATHS
 
-from oasis_ops.summary import summarise
-from oasis_ops.synthetic import SyntheticModelSpec, build_synthetic_model
+from harness.airflow_home import AirflowHome
+from harness.outputs import assert_same_analysis
+from harness.registry import write_registry
+from oasis_ops.tools.summary import summarise
+from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model
+
+pytestmark = pytest.mark.e2e
 
 SPEC = SyntheticModelSpec(locations=60, events=40, areaperils=20, vulnerabilities=6, samples=8, locations_per_account=6)
 V1, V2 = "oasisairflow_synthetic_1_v1", "oasisairflow_synthetic_1_v2"
 
 
 @pytest.fixture(scope="module")
-def synthetic_airflow(tmp_path_factory) -> AirflowHome:
+def synthetic_airflow(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
     base = tmp_path_factory.mktemp("synthetic_e2e")
     model = build_synthetic_model(base / "model", SPEC)
     storage = base / "storage"
@@ -31,7 +34,7 @@ def synthetic_airflow(tmp_path_factory) -> AirflowHome:
     return AirflowHome.create(base / "airflow", registry, storage)
 
 
-def conf(airflow: AirflowHome, analysis_id: str, **extra) -> dict:
+def conf(airflow: AirflowHome, analysis_id: str, **extra: Any) -> dict[str, Any]:
     settings = json.loads((airflow.registry.parent / "model" / "analysis_settings.json").read_text())
     return {
         "location_file": "portfolio/location.csv",
@@ -42,10 +45,15 @@ def conf(airflow: AirflowHome, analysis_id: str, **extra) -> dict:
     }
 
 
-def test_v1_run_of_the_synthetic_model(synthetic_airflow):
-    result = synthetic_airflow.dags_test(V1, conf(synthetic_airflow, "synthetic-v1"))
-    assert result.returncode == 0, result.stdout[-8000:]
-    output = synthetic_airflow.storage / "analyses" / "synthetic-v1" / "output"
+@pytest.fixture(scope="module")
+def v1_analysis(synthetic_airflow: AirflowHome) -> Path:
+    """The v1 run every test here checks or compares with, run once for the module."""
+    synthetic_airflow.dags_test_ok(V1, conf(synthetic_airflow, "synthetic-v1"))
+    return synthetic_airflow.analysis("synthetic-v1")
+
+
+def test_v1_run_of_the_synthetic_model(v1_analysis):
+    output = v1_analysis / "output"
     names = {p.name for p in output.iterdir()}
     for level in ("gul", "il"):
         assert {f"{level}_S1_{kind}.csv" for kind in ("selt", "splt", "palt", "ept")} <= names
@@ -54,12 +62,9 @@ def test_v1_run_of_the_synthetic_model(synthetic_airflow):
     assert 0 < summary["il"].aal <= summary["gul"].aal
 
 
-def test_v2_with_chunks_equals_v1(synthetic_airflow):
-    if not (synthetic_airflow.storage / "analyses" / "synthetic-v1" / "output").is_dir():
-        pytest.skip("needs the v1 run of test_v1_run_of_the_synthetic_model")
+def test_v2_with_chunks_equals_v1(synthetic_airflow, v1_analysis):
     chunking = {"fixed_lookup_chunks": 4, "fixed_analysis_chunks": 3}
-    result = synthetic_airflow.dags_test(V2, conf(synthetic_airflow, "synthetic-v2", chunking=chunking))
-    assert result.returncode == 0, result.stdout[-8000:]
-    analyses = synthetic_airflow.storage / "analyses"
-    assert_same_files(analyses / "synthetic-v1" / "output", analyses / "synthetic-v2" / "output")
-    assert_same_files(analyses / "synthetic-v1" / "input", analyses / "synthetic-v2" / "input", ignore=SCRATCH_PATHS)
+    synthetic_airflow.dags_test_ok(V2, conf(synthetic_airflow, "synthetic-v2", chunking=chunking))
+    assert_same_analysis(v1_analysis, synthetic_airflow.analysis("synthetic-v2"))
+    chunks = [t.task_id for t in synthetic_airflow.task_instances(V2) if t.task_id in ("lookup_chunk", "loss_chunk")]
+    assert (chunks.count("lookup_chunk"), chunks.count("loss_chunk")) == (4, 3)

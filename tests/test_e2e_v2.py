@@ -4,13 +4,13 @@ byte for byte, for any chunk counts, and PiWind's expected outputs."""
 from __future__ import annotations
 
 import pytest
-from conftest import PIWIND, piwind_settings
-from outputs import assert_outputs_match, assert_same_files
-from test_e2e_piwind import CASES
 
-V1, V2 = "oasislmf_piwind_1_v1", "oasislmf_piwind_1_v2"
-SCRATCH_PATHS = ("exposure_info.json", "ri_layers.json")
-RI_FILES = CASES["control_set"][1]
+from harness.airflow_home import output_tail
+from harness.outputs import assert_no_results, assert_outputs_match, assert_same_analysis
+from harness.piwind import CASES, LOCATIONS_10, RI_FILES, V1_DAG, V2_DAG, piwind_settings
+
+pytestmark = pytest.mark.e2e
+
 #: Every settings file PiWind ships, each with other chunk counts (lookup, losses): one chunk,
 #: several, and more chunks than CI's two cores.
 CHUNKINGS = [
@@ -22,44 +22,28 @@ CHUNKINGS = [
 ]
 
 
-def run_ok(airflow, dag_id: str, conf: dict) -> None:
-    result = airflow.dags_test(dag_id, conf)
-    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
-
-
-def analysis(airflow, analysis_id: str):
-    return airflow.storage / "analyses" / analysis_id
-
-
-def assert_v2_equals_v1(airflow, v1_id: str, v2_id: str) -> None:
-    assert_same_files(analysis(airflow, v1_id) / "output", analysis(airflow, v2_id) / "output")
-    # Inputs too, but for the two files that record the scratch folder they were written in.
-    assert_same_files(analysis(airflow, v1_id) / "input", analysis(airflow, v2_id) / "input", ignore=SCRATCH_PATHS)
-
-
 @pytest.mark.parametrize(("settings", "lookup", "losses"), CHUNKINGS)
 def test_v2_outputs_are_byte_identical_to_v1(piwind_airflow, settings, lookup, losses):
     name = settings.removesuffix("_analysis_settings.json").lower()
     conf = {**RI_FILES, "analysis_settings": piwind_settings(settings)}
-    run_ok(piwind_airflow, V1, conf | {"analysis_id": f"{name}-v1"})
+    piwind_airflow.dags_test_ok(V1_DAG, conf | {"analysis_id": f"{name}-v1"})
     chunking = {"fixed_lookup_chunks": lookup, "fixed_analysis_chunks": losses}
-    run_ok(piwind_airflow, V2, conf | {"analysis_id": f"{name}-v2", "chunking": chunking})
-    assert_v2_equals_v1(piwind_airflow, f"{name}-v1", f"{name}-v2")
+    piwind_airflow.dags_test_ok(V2_DAG, conf | {"analysis_id": f"{name}-v2", "chunking": chunking})
+    assert_same_analysis(piwind_airflow.analysis(f"{name}-v1"), piwind_airflow.analysis(f"{name}-v2"))
     # Each mapped instance is labelled for the UI, and every chunk ran.
-    instances = piwind_airflow.task_instances(V2)
-    assert [label for task, _, label, _ in instances if task == "loss_chunk"] == [f"loss chunk {i}/{losses}" for i in range(1, losses + 1)]
-    assert [label for task, _, label, _ in instances if task == "lookup_chunk"] == [f"keys chunk {i}/{lookup}" for i in range(1, lookup + 1)]
-    assert {state for *_, state in instances} == {"success"}
+    instances = piwind_airflow.task_instances(V2_DAG)
+    assert [t.label for t in instances if t.task_id == "loss_chunk"] == [f"loss chunk {i}/{losses}" for i in range(1, losses + 1)]
+    assert [t.label for t in instances if t.task_id == "lookup_chunk"] == [f"keys chunk {i}/{lookup}" for i in range(1, lookup + 1)]
+    assert {t.state for t in instances} == {"success"}
 
 
 def test_control_set_with_3_lookup_and_4_loss_chunks_matches_expected_and_v1(piwind_airflow):
-    settings, files = CASES["control_set"]
-    conf = {**files, "analysis_settings": piwind_settings(settings)}
-    run_ok(piwind_airflow, V1, conf | {"analysis_id": "control_set-v1"})
-    run_ok(piwind_airflow, V2, conf | {"analysis_id": "control_set-v2", "chunking": {"fixed_lookup_chunks": 3, "fixed_analysis_chunks": 4}})
-    assert_outputs_match(PIWIND / "expected" / "control_set", analysis(piwind_airflow, "control_set-v2") / "output")
-    assert_v2_equals_v1(piwind_airflow, "control_set-v1", "control_set-v2")
-    folder = analysis(piwind_airflow, "control_set-v2")
+    case = CASES["control_set"]
+    piwind_airflow.dags_test_ok(V1_DAG, case.conf("control_set-v1"))
+    piwind_airflow.dags_test_ok(V2_DAG, case.conf("control_set-v2", chunking={"fixed_lookup_chunks": 3, "fixed_analysis_chunks": 4}))
+    folder = piwind_airflow.analysis("control_set-v2")
+    assert_outputs_match(case.expected, folder / "output")
+    assert_same_analysis(piwind_airflow.analysis("control_set-v1"), folder)
     assert sorted(p.name for p in folder.iterdir()) == ["input", "logs", "output"]
     # The cleanup removed the run's intermediate files; no scratch folder is left.
     assert not any((piwind_airflow.storage / ".intermediate").iterdir())
@@ -67,42 +51,58 @@ def test_control_set_with_3_lookup_and_4_loss_chunks_matches_expected_and_v1(piw
 
 
 def test_dynamic_chunking_follows_the_reference_formula(piwind_airflow):
-    settings, files = CASES["case_1"]
-    conf = {**files, "analysis_settings": piwind_settings(settings), "analysis_id": "case_1-dynamic"}
-    run_ok(piwind_airflow, V2, conf | {"chunking": {"lookup_strategy": "DYNAMIC_CHUNKS", "loss_strategy": "DYNAMIC_CHUNKS"}})
-    assert_outputs_match(PIWIND / "expected" / "case_1", analysis(piwind_airflow, "case_1-dynamic") / "output")
-    instances = piwind_airflow.task_instances(V2)
+    case = CASES["case_1"]
+    dynamic = {"lookup_strategy": "DYNAMIC_CHUNKS", "loss_strategy": "DYNAMIC_CHUNKS"}
+    piwind_airflow.dags_test_ok(V2_DAG, case.conf("case_1-dynamic", chunking=dynamic))
+    assert_outputs_match(case.expected, piwind_airflow.analysis("case_1-dynamic") / "output")
+    instances = piwind_airflow.task_instances(V2_DAG)
     # PiWind: 10 locations / 10000 per lookup chunk -> 1; 1447 events / 100 per loss chunk (its
     # chunking_configuration.json) -> 15.
-    assert sum(task == "lookup_chunk" for task, *_ in instances) == 1
-    assert sum(task == "loss_chunk" for task, *_ in instances) == 15
+    assert sum(t.task_id == "lookup_chunk" for t in instances) == 1
+    assert sum(t.task_id == "loss_chunk" for t in instances) == 15
 
 
 def test_generate_inputs_then_run(piwind_airflow):
-    settings, files = CASES["case_0"]
-    run_ok(piwind_airflow, V2, {**files, "action": "generate_inputs", "analysis_id": "case_0-v2", "chunking": {"fixed_lookup_chunks": 2}})
-    folder = analysis(piwind_airflow, "case_0-v2")
+    case = CASES["case_0"]
+    piwind_airflow.dags_test_ok(
+        V2_DAG, {**case.files, "action": "generate_inputs", "analysis_id": "case_0-v2", "chunking": {"fixed_lookup_chunks": 2}}
+    )
+    folder = piwind_airflow.analysis("case_0-v2")
     assert (folder / "input" / "items.bin").is_file() and not (folder / "output").exists()
-    run_ok(piwind_airflow, V2, {"action": "run", "analysis_id": "case_0-v2", "analysis_settings": piwind_settings(settings), "chunking": {"fixed_analysis_chunks": 2}})
-    assert_outputs_match(PIWIND / "expected" / "case_0", folder / "output")
+    run = {"action": "run", "analysis_id": "case_0-v2", "analysis_settings": case.settings(), "chunking": {"fixed_analysis_chunks": 2}}
+    piwind_airflow.dags_test_ok(V2_DAG, run)
+    assert_outputs_match(case.expected, folder / "output")
 
 
-@pytest.mark.parametrize(
-    ("conf", "message"),
-    [
-        ({"location_file": "../outside.csv"}, "location_file: '../outside.csv' is outside the storage root"),
-        ({"location_file": "exposure/missing.csv"}, "location_file: "),
-        ({"chunking": {"fixed_analysis_chunks": 0}}, "chunking: fixed_analysis_chunks must be an integer >= 1"),
-        ({"chunking": {"fixed_lookup_chunks": 5000}}, "chunking: fixed_lookup_chunks must be at most 1024"),
-        ({"analysis_settings": {"model_settings": {"event_set": "nope"}}}, "analysis_settings:"),
-    ],
-)
-def test_bad_input_fails_in_prepare_and_publishes_nothing(piwind_airflow, conf, message):
-    base = {"location_file": "exposure/SourceLocOEDPiWind10.csv", "analysis_settings": piwind_settings("GUL_analysis_settings.json")}
-    result = piwind_airflow.dags_test(V2, base | conf | {"analysis_id": "bad-v2"})
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
-    states = {task: state for task, _, _, state in piwind_airflow.task_instances(V2)}
+#: Bad input (each conf replaces part of a good one) and the whole reason the run fails with;
+#: ``{root}`` is the storage root's URI.
+BAD_INPUT = {
+    "outside": (
+        {"location_file": "../outside.csv"},
+        "location_file: '../outside.csv' is outside the storage root {root}; give a path relative to it",
+    ),
+    "missing": ({"location_file": "exposure/missing.csv"}, "location_file: {root}/exposure/missing.csv does not exist in the storage root"),
+    "no-loss-chunks": ({"chunking": {"fixed_analysis_chunks": 0}}, "chunking: fixed_analysis_chunks must be an integer >= 1, got 0"),
+    "too-many-lookup-chunks": ({"chunking": {"fixed_lookup_chunks": 5000}}, "chunking: fixed_lookup_chunks must be at most 1024, got 5000"),
+    "event-set": (
+        {"analysis_settings": piwind_settings("GUL_analysis_settings.json") | {"model_settings": {"event_set": "nope"}}},
+        "analysis_settings: model_settings.event_set 'nope' is not an event set of OasisLMF/PiWind/1; choose one of ['p']",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_fails_in_prepare_and_publishes_nothing(piwind_airflow, case):
+    conf, reason = BAD_INPUT[case]
+    analysis_id = f"bad-v2-{case}"
+    good = {"location_file": LOCATIONS_10, "analysis_settings": piwind_settings("GUL_analysis_settings.json")}
+    result = piwind_airflow.dags_test(V2_DAG, good | conf | {"analysis_id": analysis_id})
+    assert result.returncode == 1 and result.stderr.rstrip().endswith("DagRun failed"), output_tail(result)
+    reason = reason.format(root=f"file://{piwind_airflow.storage}")
+    assert reason in result.stdout + result.stderr, output_tail(result)
+    states = {t.task_id: t.state for t in piwind_airflow.task_instances(V2_DAG)}
     assert states["prepare"] == "failed" and states["aggregate"] == "upstream_failed"
-    assert not analysis(piwind_airflow, "bad-v2").exists()
-    assert not (piwind_airflow.storage / ".intermediate" / "bad-v2").exists()
+    # No results; prepare's error report (for the Oasis API) gives the reason.
+    ((report, text),) = assert_no_results(piwind_airflow.analysis(analysis_id)).items()
+    assert report.endswith("/prepare.txt") and f"\nOasisInputError: {reason}\n" in text
+    assert not (piwind_airflow.storage / ".intermediate" / analysis_id).exists()

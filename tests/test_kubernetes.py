@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,16 +11,12 @@ from dataclasses import replace
 
 import pytest
 import yaml
-from airflow_cli import BIN, REPO
-from conftest import write_registry
 
-from oasis_ops.kubernetes import (
-    executor_kwargs,
-    main,
-    render_manifests,
-    scaling_query,
-    worker_name,
-)
+from harness.airflow_home import BIN, REPO, clean_environ
+from harness.registry import write_registry
+from oasis_ops.constants import Executor, Mode
+from oasis_ops.deploy.kubernetes import main, render_manifests, scaling_query, worker_name
+from oasis_ops.executors import executor_kwargs
 from oasis_ops.scaling import ScalingConfig
 
 PG = {"host": "localhost", "port": 5432, "user": "postgres"}
@@ -108,7 +103,7 @@ def metadata_db(tmp_path_factory):
     name = f"oasis_k8s_test_{uuid.uuid4().hex[:12]}"
     _admin(f"CREATE DATABASE {name}")
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")} | {
+        env = clean_environ() | {
             "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow_pg")),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@localhost:5432/{name}",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -126,13 +121,13 @@ def metadata_db(tmp_path_factory):
         _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def _scaled_object(model, mode: str) -> dict:
+def _scaled_object(model, mode: Mode) -> dict:
     name = worker_name(model, mode)
     (found,) = [m for m in render_manifests([model]) if m["kind"] == "ScaledObject" and m["metadata"]["name"] == name]
     return found
 
 
-def replicas(connection, model, mode: str) -> int:
+def replicas(connection, model, mode: Mode) -> int:
     """What KEDA would scale the worker to: the rendered trigger's query, run on the metadata database."""
     scaled = _scaled_object(model, mode)
     (trigger,) = scaled["spec"]["triggers"]
@@ -174,28 +169,32 @@ CASES = {
 def test_scaling_query_gives_the_rule_replica_count(metadata_db, piwind_model, case):
     scaling, busy_v1, busy_v2, idle = CASES[case]
     model = replace(piwind_model, scaling=scaling)
-    assert (model.queue, model.v2_queue) == (V1, V2)
-    assert (replicas(metadata_db, model, "v1"), replicas(metadata_db, model, "v2")) == (busy_v1, busy_v2)
+    assert (model.queue(Mode.V1), model.queue(Mode.V2)) == (V1, V2)
+    assert (replicas(metadata_db, model, Mode.V1), replicas(metadata_db, model, Mode.V2)) == (busy_v1, busy_v2)
     # only finished task instances, or none at all: worker_count_min (0: scale to zero)
     for version in ("idle", "none"):
         quiet = replace(model, version_id=version)
-        assert (replicas(metadata_db, quiet, "v1"), replicas(metadata_db, quiet, "v2")) == (idle, idle)
+        assert (replicas(metadata_db, quiet, Mode.V1), replicas(metadata_db, quiet, Mode.V2)) == (idle, idle)
 
 
 def test_v1_dynamic_tasks_is_queue_load(piwind_model):
-    dynamic = replace(piwind_model, scaling=_scaling("DYNAMIC_TASKS", chunks_per_worker=1))
-    assert scaling_query(dynamic, "v1") == scaling_query(replace(piwind_model, scaling=_scaling("QUEUE_LOAD")), "v1")
-    assert scaling_query(dynamic, "v2") != scaling_query(dynamic, "v1").replace(V1, V2)
+    """DYNAMIC_TASKS counts a queue's task instances: right for v2's chunks, while a v1 analysis is one
+    task, so v1 scales on its analyses (QUEUE_LOAD)."""
+    dynamic = replace(piwind_model, scaling=_scaling("DYNAMIC_TASKS", chunks_per_worker=4, worker_count_min=1, worker_count_max=9))
+    active = "state IN ('scheduled', 'queued', 'running')"
+    assert scaling_query(dynamic, Mode.V1) == (
+        "SELECT (CASE WHEN COUNT(*) = 0 THEN 1 ELSE GREATEST(LEAST(COUNT(DISTINCT (dag_id, run_id)), 9), 1) END)::integer "
+        f"FROM task_instance WHERE queue = 'OasisLMF-PiWind-1' AND {active}"
+    )
+    assert scaling_query(dynamic, Mode.V2) == (
+        "SELECT (CASE WHEN COUNT(*) = 0 THEN 1 ELSE GREATEST(LEAST(CEIL(COUNT(*)::numeric / 4), 9), 1) END)::integer "
+        f"FROM task_instance WHERE queue = 'OasisLMF-PiWind-1-v2' AND {active}"
+    )
 
 
 def test_a_quote_in_a_queue_name_stays_inside_the_literal(metadata_db, piwind_model):
     model = replace(piwind_model, version_id="1' OR queue <> '", scaling=_scaling("QUEUE_LOAD"))
-    assert replicas(metadata_db, model, "v1") == 0
-
-
-def test_unknown_mode_is_refused(piwind_model):
-    with pytest.raises(ValueError, match="mode"):
-        scaling_query(piwind_model, "v3")
+    assert replicas(metadata_db, model, Mode.V1) == 0
 
 
 # --- manifests ---
@@ -213,7 +212,7 @@ def _option(args: list[str], name: str) -> str:
 def test_manifests_per_model_and_mode(piwind_model):
     scaling = _scaling("QUEUE_LOAD", worker_count_min=1, worker_count_max=7, v2_worker_concurrency=3)
     model = replace(piwind_model, scaling=scaling)
-    k8s_model = replace(piwind_model, model_id="PiWindK8s", executor="KubernetesExecutor")
+    k8s_model = replace(piwind_model, model_id="PiWindK8s", executor=Executor.KUBERNETES)
     manifests = render_manifests([model, k8s_model], storage_claim="st", models_claim="md", db_connection_env="DB_URL")
     assert [(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in manifests] == [
         ("apps/v1", "Deployment", "oasislmf-piwind-1-worker"),
@@ -249,7 +248,7 @@ def test_manifests_per_model_and_mode(piwind_model):
         # KEDA reads the database URL from the environment of the Deployment it scales
         (trigger,) = scaled["spec"]["triggers"]
         assert trigger["metadata"]["connectionFromEnv"] == "DB_URL" and "secretKeyRef" in env["DB_URL"]["valueFrom"]
-        assert trigger["metadata"]["query"] == scaling_query(model, "v1" if queue == V1 else "v2")
+        assert trigger["metadata"]["query"] == scaling_query(model, Mode.V1 if queue == V1 else Mode.V2)
         assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
         assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 7)
         assert scaled["spec"]["cooldownPeriod"] > 0
@@ -257,7 +256,7 @@ def test_manifests_per_model_and_mode(piwind_model):
 
 def test_fixed_workers_bounds_allow_the_fixed_count(piwind_model):
     model = replace(piwind_model, scaling=_scaling("FIXED_WORKERS", worker_count_fixed=12, worker_count_max=10))
-    for mode in ("v1", "v2"):
+    for mode in Mode:
         spec = _scaled_object(model, mode)["spec"]
         assert spec["minReplicaCount"] == 0 and spec["maxReplicaCount"] >= 12
 
@@ -265,10 +264,9 @@ def test_fixed_workers_bounds_allow_the_fixed_count(piwind_model):
 def test_cli_renders_the_registry_as_yaml(tmp_path, piwind_entry):
     broken = {"supplier_id": "X", "model_id": "Y", "version_id": "1", "path": "missing"}
     registry = write_registry(tmp_path / "registry.yaml", piwind_entry, broken)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "OASIS_"))}
-    env |= {"OASIS_MODEL_REGISTRY": str(registry), "PYTHONPATH": str(REPO / "plugins")}
+    env = clean_environ() | {"OASIS_MODEL_REGISTRY": str(registry), "PYTHONPATH": str(REPO / "plugins")}
     done = subprocess.run(
-        [sys.executable, "-m", "oasis_ops.kubernetes", "render"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "oasis_ops.deploy.kubernetes", "render"], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     documents = list(yaml.safe_load_all(done.stdout))
@@ -278,7 +276,9 @@ def test_cli_renders_the_registry_as_yaml(tmp_path, piwind_entry):
         ("Deployment", "oasislmf-piwind-1-v2-worker"),
         ("ScaledObject", "oasislmf-piwind-1-v2-worker"),
     ]
-    assert "skipped: " in done.stderr and "X/Y/1" in done.stderr
+    assert done.stderr == (
+        f"skipped: {registry} models[1] (X/Y/1): path 'missing' is not a folder (resolved to {tmp_path / 'missing'})\n"
+    )
 
 
 def test_cli_registry_option(tmp_path, piwind_entry, capsys):
@@ -292,14 +292,14 @@ def test_cli_registry_option(tmp_path, piwind_entry, capsys):
 
 def test_default_executor_needs_no_kwargs(piwind_model):
     assert executor_kwargs(piwind_model) == {}
-    assert executor_kwargs(replace(piwind_model, executor="CeleryExecutor")) == {}
+    assert executor_kwargs(replace(piwind_model, executor=Executor.CELERY)) == {}
 
 
 def test_kubernetes_executor_pod_override(piwind_model):
     from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
     from kubernetes.client import models as k8s
 
-    model = replace(piwind_model, executor="KubernetesExecutor", worker_image="registry.example/oasis-worker:7")
+    model = replace(piwind_model, executor=Executor.KUBERNETES, worker_image="registry.example/oasis-worker:7")
     kwargs = executor_kwargs(model)
     assert kwargs["executor"] == "KubernetesExecutor" and set(kwargs) == {"executor", "executor_config"}
     override = PodGenerator.from_obj(kwargs["executor_config"])  # as the executor reads it
@@ -307,7 +307,7 @@ def test_kubernetes_executor_pod_override(piwind_model):
     # merged into the executor's pod as it builds each task's pod
     base = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base", image="apache/airflow:3.3.2")]))
     pod = PodGenerator.construct_pod(
-        dag_id=model.dag_id("v2"),
+        dag_id=model.dag_id(Mode.V2),
         task_id="loss_chunk",
         pod_id="loss-chunk",
         try_number=1,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.exceptions import ParamValidationError
 
 from oasis_ops.errors import OasisInputError
 from oasis_ops.params import RunRequest, dag_params, default_analysis_id
@@ -25,24 +26,28 @@ def test_trigger_form_defaults():
     assert all(isinstance(p, Param) for p in params.values())
 
 
+ID_PATTERN = "'^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$'"
+
+
 @pytest.mark.parametrize(
-    "conf",
+    "conf, reason",
     [
-        {"priority": 11},
-        {"priority": 0},
-        {"priority": "high"},
-        {"action": "delete"},
-        {"analysis_id": "../evil"},
-        {"analysis_id": "a b"},
-        {"analysis_settings": "not an object"},
-        {"chunking": 3},
-        {"location_file": 7},
+        ({"priority": 11}, "priority: 11 is greater than the maximum of 10"),
+        ({"priority": 0}, "priority: 0 is less than the minimum of 1"),
+        ({"priority": "high"}, "priority: 'high' is not of type 'integer'"),
+        ({"action": "delete"}, "action: 'delete' is not one of ['generate_and_run', 'generate_inputs', 'run']"),
+        ({"analysis_id": "../evil"}, f"analysis_id: '../evil' does not match {ID_PATTERN}"),
+        ({"analysis_id": "a b"}, f"analysis_id: 'a b' does not match {ID_PATTERN}"),
+        ({"analysis_settings": "not an object"}, "analysis_settings: 'not an object' is not of type 'null', 'object'"),
+        ({"chunking": 3}, "chunking: 3 is not of type 'null', 'object'"),
+        ({"location_file": 7}, "location_file: 7 is not of type 'null', 'string'"),
     ],
 )
-def test_airflow_refuses_bad_conf_at_trigger(conf):
-    with pytest.raises(Exception) as err:
+def test_airflow_refuses_bad_conf_at_trigger(conf, reason):
+    with pytest.raises(ParamValidationError) as err:
         airflow_validates(conf)
-    assert "Invalid input for param" in str(err.value) or "ParamValidationError" in type(err.value).__name__
+    # The first line names the param and why; jsonschema's details (schema, instance) follow.
+    assert str(err.value).splitlines()[0] == f"Invalid input for param {reason}"
 
 
 def test_airflow_accepts_a_good_conf():
@@ -69,19 +74,26 @@ def test_run_request_from_params():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"analysis_settings": SETTINGS}, "location_file: required for action 'generate_and_run'"),
+        ({"analysis_settings": SETTINGS}, "location_file: required for action 'generate_and_run' (give an OED location file)"),
         ({"location_file": "l.csv"}, "analysis_settings: required for action 'generate_and_run'"),
-        ({"action": "run", "analysis_settings": SETTINGS, "location_file": "l.csv"}, "location_file: action 'run' reuses"),
-        ({"location_file": "l.csv", "analysis_settings": SETTINGS, "analysis_id": ".hidden"}, "analysis_id: '.hidden' is not a safe name"),
+        ({"action": "run", "analysis_settings": SETTINGS, "location_file": "l.csv"}, (
+            "location_file: action 'run' reuses the inputs generated earlier for the analysis id; leave the exposure "
+            "files empty or use 'generate_and_run'"
+        )),
+        ({"location_file": "l.csv", "analysis_settings": SETTINGS, "analysis_id": ".hidden"}, (
+            "analysis_id: '.hidden' is not a safe name; use 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )),
         ({"location_file": "l.csv", "analysis_settings": SETTINGS, "priority": 42}, "priority: 42 is not an integer from 1 to 10"),
-        ({"location_file": "l.csv", "analysis_settings": SETTINGS, "chunking": [1]}, "chunking: expected a JSON object"),
-        ({"location_file": "l.csv", "action": "nope"}, "action: 'nope' is not one of"),
+        ({"location_file": "l.csv", "analysis_settings": SETTINGS, "chunking": [1]}, "chunking: expected a JSON object, got list"),
+        ({"location_file": "l.csv", "action": "nope"}, "action: 'nope' is not one of ['generate_and_run', 'generate_inputs', 'run']"),
+        ({"location_file": 7, "analysis_settings": SETTINGS}, "location_file: expected a path string, got int"),
+        ({"location_file": "l.csv", "analysis_settings": "gul"}, "analysis_settings: expected a JSON object, got str"),
     ],
 )
 def test_run_request_names_the_bad_field(params, message):
     with pytest.raises(OasisInputError) as err:
         RunRequest.from_params(params, "run")
-    assert message in str(err.value)
+    assert str(err.value) == message
 
 
 def test_generate_inputs_needs_no_settings():

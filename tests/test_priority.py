@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from oasis_ops.priority import run_priority, task_instance_mutation_hook
+from oasis_ops.priority import is_priority, run_priority, task_instance_mutation_hook
 
 
 @pytest.mark.parametrize(
@@ -15,6 +15,11 @@ from oasis_ops.priority import run_priority, task_instance_mutation_hook
 )
 def test_run_priority(conf, expected):
     assert run_priority(conf) == expected
+
+
+def test_one_priority_check_for_the_policy_and_the_run_request():
+    """``is_priority`` decides for both the cluster policy and ``RunRequest``: integers 1 to 10, no bools."""
+    assert [value for value in (0, 1, 4, 10, 11, -1, True, False, 5.0, "5", None) if is_priority(value)] == [1, 4, 10]
 
 
 def _ti(tags: list[str]) -> SimpleNamespace:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from oasis_ops.errors import OasisInputError
+from harness.matching import exactly
 from oasis_ops import storage as storage_module
+from oasis_ops.errors import OasisInputError
 from oasis_ops.storage import Storage
 
 
@@ -33,24 +34,26 @@ def test_relative_absolute_and_uri_paths_inside_the_root_resolve(storage):
 def test_paths_leaving_the_root_are_refused_with_the_field_name(storage, path):
     with pytest.raises(OasisInputError) as err:
         storage.resolve(path, "accounts_file")
-    assert str(err.value).startswith("accounts_file:") and "outside the storage root" in str(err.value)
+    assert str(err.value) == f"accounts_file: {path!r} is outside the storage root {storage.uri}; give a path relative to it"
 
 
 def test_sibling_folder_with_the_roots_name_as_prefix_is_outside(storage, tmp_path):
     (tmp_path / "root2").mkdir()
-    with pytest.raises(OasisInputError, match="outside the storage root"):
-        storage.resolve(str(tmp_path / "root2" / "x.csv"), "location_file")
+    path = str(tmp_path / "root2" / "x.csv")
+    reason = f"location_file: {path!r} is outside the storage root {storage.uri}; give a path relative to it"
+    with pytest.raises(OasisInputError, match=exactly(reason)):
+        storage.resolve(path, "location_file")
 
 
 def test_a_symlink_out_of_the_root_is_refused(storage, tmp_path):
     (tmp_path / "secret.csv").write_text("x")
     os.symlink(tmp_path / "secret.csv", Path(storage.root.path) / "exposure" / "link.csv")
-    with pytest.raises(OasisInputError, match="links outside the storage root"):
+    with pytest.raises(OasisInputError, match=exactly(f"location_file: 'exposure/link.csv' links outside the storage root {storage.uri}")):
         storage.resolve("exposure/link.csv", "location_file")
 
 
 def test_the_root_itself_is_not_a_file(storage):
-    with pytest.raises(OasisInputError, match="names the storage root itself"):
+    with pytest.raises(OasisInputError, match=exactly("location_file: '.' names the storage root itself, not a file in it")):
         storage.resolve(".", "location_file")
 
 
@@ -90,7 +93,7 @@ def test_a_failed_publish_keeps_the_earlier_outputs(storage, tmp_path, monkeypat
         original_move(source, target)
 
     monkeypatch.setattr(storage_module, "_move", failing_move)
-    with pytest.raises(OSError, match="disk on fire"):
+    with pytest.raises(OSError, match="^disk on fire$"):
         storage.publish(new, dest)
     assert (dest / "gul.csv").read_text() == "old"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["output"]
@@ -109,7 +112,8 @@ def test_object_storage_root_round_trip(tmp_path):
     source = storage.resolve("memory://bucket/oasis/exposure/loc.csv", "location_file")
     local = storage.fetch(source, tmp_path / "loc.csv")
     assert local.read_text() == "LocNumber\n1\n"
-    with pytest.raises(OasisInputError, match="outside the storage root"):
+    reason = "location_file: 'memory://bucket/other/loc.csv' is outside the storage root memory://bucket/oasis; give a path relative to it"
+    with pytest.raises(OasisInputError, match=exactly(reason)):
         storage.resolve("memory://bucket/other/loc.csv", "location_file")
 
     out = tmp_path / "out"

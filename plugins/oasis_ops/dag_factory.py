@@ -9,7 +9,7 @@ import json
 from collections.abc import MutableMapping
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import DAG, Asset, get_current_context, task, teardown
 from airflow.sdk.bases.timetable import BaseTimetable
@@ -17,12 +17,16 @@ from airflow.sdk.exceptions import AirflowTimetableInvalid
 
 from oasis_ops.chunking import MAX_CHUNKS
 from oasis_ops.config import OasisConfig
-from oasis_ops.kubernetes import executor_kwargs
+from oasis_ops.constants import Mode, TaskKind
+from oasis_ops.executors import executor_kwargs
 from oasis_ops.operators import OasisSingleServerOperator, run_task
 from oasis_ops.params import dag_params
 from oasis_ops.registry import Model, Registry, RegistryError, load_registry
 from oasis_ops.schedules import ScheduledAnalysis
 from oasis_ops.storage import Storage
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 #: The Oasis platform retries any failed task twice, 6 s apart.
 DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(seconds=6), "owner": "oasis"}
@@ -35,19 +39,18 @@ def _default_settings(model: Model) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _doc(model: Model, mode: str, queue: str) -> str:
+def _doc(model: Model, title: str, queue: str) -> str:
     return (
-        f"**{model.key}**, {mode}: file preparation (OED exposure + keys lookup -> Oasis input files), then "
+        f"**{model.key}**, {title}: file preparation (OED exposure + keys lookup -> Oasis input files), then "
         f"losses generation (ELT/PLT/ALT/EPT).\n\nModel root: `{model.root}`. Queue: `{queue}`. "
         "Results: `analyses/<analysis_id>/{input,output,logs}/` in the storage root."
     )
 
 
-def _dag(model: Model, mode: str, analysis: ScheduledAnalysis | None, **kwargs: Any) -> DAG:
+def _dag(model: Model, mode: Mode, analysis: ScheduledAnalysis | None, **kwargs: Any) -> DAG:
     """A model's DAG of ``mode``: triggered by hand, or a registry-declared scheduled analysis."""
-    queue = model.queue if mode == "v1" else model.v2_queue
-    title = {"v1": "v1 (single server)", "v2": "v2 (distributed)"}[mode]
-    dag_id, schedule, tags = model.dag_id(mode), None, ["oasis", mode, model.supplier_id, model.model_id]
+    queue, title = model.queue(mode), mode.label
+    dag_id, schedule, tags = model.dag_id(mode), None, ["oasis", mode.value, model.supplier_id, model.model_id]
     if analysis is not None:
         dag_id, tags = f"{dag_id}__{analysis.name}", [*tags, "scheduled"]
         asset = analysis.asset_uri(Storage(OasisConfig.from_env().storage_root).uri)
@@ -57,7 +60,7 @@ def _dag(model: Model, mode: str, analysis: ScheduledAnalysis | None, **kwargs: 
         dag_id=dag_id,
         schedule=schedule,
         params=dag_params(_default_settings(model), analysis.params if analysis else None),
-        # The pool: see oasis_ops.pools; a model on the KubernetesExecutor runs each task as a pod.
+        # The pool: see oasis_ops.deploy.pools; a model on the KubernetesExecutor runs each task as a pod.
         default_args=DEFAULT_ARGS | {"queue": queue, "pool": queue} | executor_kwargs(model),
         tags=tags,
         doc_md=_doc(model, title, queue),
@@ -68,58 +71,73 @@ def _dag(model: Model, mode: str, analysis: ScheduledAnalysis | None, **kwargs: 
 
 def build_v1_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG:
     """v1, single server: one task runs the whole analysis on one worker."""
-    with _dag(model, "v1", analysis) as dag:
-        OasisSingleServerOperator(task_id="run_analysis", model=model)
+    with _dag(model, Mode.V1, analysis) as dag:
+        OasisSingleServerOperator(model=model)
     return dag
 
 
 def _label_chunk(chunk: dict[str, int]) -> None:
     """Name a mapped instance in the UI (its ``map_index_template``) as ``<n>/<count>``."""
-    get_current_context()["chunk_label"] = f"{chunk['index'] + 1}/{chunk['count']}"
+    context = cast("dict[str, Any]", get_current_context())
+    context["chunk_label"] = f"{chunk['index'] + 1}/{chunk['count']}"
 
 
 def build_v2_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG:
     """v2, distributed: prepare -> keys-lookup chunks -> input files -> prepare losses -> loss chunks
-    -> aggregate, then cleanup (a teardown: it runs after failures too but does not decide the run's state)."""
-    from oasis_ops import distributed as v2
+    -> aggregate, then cleanup (a teardown: it runs after failures too but does not decide the run's state).
+
+    Task bodies live in :mod:`oasis_ops.execution.distributed`, imported when a task runs, never at parse time.
+    """
+
+    def step(kind: TaskKind, **kwargs: Any) -> dict[str, Any]:
+        """The task arguments of ``kind``: its id and its execution timeout (the model's or the default)."""
+        return {"task_id": kind.value, "execution_timeout": model.timeout(kind), **kwargs}
+
+    def v2() -> ModuleType:
+        from oasis_ops.execution import distributed
+
+        return distributed
 
     with _dag(
         model,
-        "v2",
+        Mode.V2,
         analysis,
         max_active_tasks=MAX_CHUNKS,  # Airflow's default (16) would cap the chunks running at once
     ) as dag:
 
-        @task
+        @task(**step(TaskKind.PREPARE))
         def prepare(**context: Any) -> list[dict[str, int]]:
-            return run_task(v2.prepare, model, context)
+            return run_task(v2().prepare, model, context)
 
-        @task(map_index_template="keys chunk {{ chunk_label }}")
+        @task(**step(TaskKind.LOOKUP_CHUNK, map_index_template="keys chunk {{ chunk_label }}"))
         def lookup_chunk(chunk: dict[str, int], **context: Any) -> None:
             _label_chunk(chunk)
-            run_task(v2.lookup_chunk, model, context, v2.Chunk(**chunk))
+            run_task(v2().lookup_chunk, model, context, v2().Chunk(**chunk))
 
-        @task(trigger_rule="none_failed")  # runs after an empty (skipped) lookup too: action "run"
+        # runs after an empty (skipped) lookup too: action "run"
+        @task(**step(TaskKind.WRITE_INPUT_FILES, trigger_rule="none_failed"))
         def write_input_files(lookup: list[dict[str, int]], **context: Any) -> None:
-            run_task(v2.write_inputs, model, context, [v2.Chunk(**c) for c in lookup])
+            run_task(v2().write_input_files, model, context, [v2().Chunk(**c) for c in lookup])
 
-        @task
+        @task(**step(TaskKind.PREPARE_LOSSES))
         def prepare_losses(**context: Any) -> list[dict[str, int]]:
-            return run_task(v2.prepare_losses, model, context)
+            return run_task(v2().prepare_losses, model, context)
 
-        @task(map_index_template="loss chunk {{ chunk_label }}")
+        @task(**step(TaskKind.LOSS_CHUNK, map_index_template="loss chunk {{ chunk_label }}"))
         def loss_chunk(chunk: dict[str, int], **context: Any) -> None:
             _label_chunk(chunk)
-            run_task(v2.loss_chunk, model, context, v2.Chunk(**chunk))
+            run_task(v2().loss_chunk, model, context, v2().Chunk(**chunk))
 
-        @task(trigger_rule="none_failed")  # runs after empty losses too: action "generate_inputs"
+        # runs after empty losses too: action "generate_inputs"
+        @task(**step(TaskKind.AGGREGATE, trigger_rule="none_failed"))
         def aggregate(losses: list[dict[str, int]], **context: Any) -> dict[str, Any]:
-            return run_task(v2.aggregate, model, context, [v2.Chunk(**c) for c in losses])
+            return run_task(v2().aggregate, model, context, [v2().Chunk(**c) for c in losses])
 
         @teardown
+        @task(**step(TaskKind.CLEANUP))
         def cleanup(**context: Any) -> None:
-            succeeded = context["ti"].xcom_pull(task_ids="aggregate") is not None
-            run_task(v2.cleanup, model, context, succeeded)
+            succeeded = context["ti"].xcom_pull(task_ids=TaskKind.AGGREGATE.value) is not None
+            run_task(v2().cleanup, model, context, succeeded)
 
         lookup = prepare()
         inputs = write_input_files(lookup)
@@ -155,17 +173,18 @@ def _without_unavailable_executors(registry: Registry) -> Registry:
     from airflow.configuration import conf
 
     configured = {name.strip().split(".")[-1] for name in conf.get("core", "executor").split(",")}
-    unavailable = [m for m in registry.models if m.executor and m.executor not in configured]
+    unavailable = [(m, m.executor) for m in registry.models if m.executor and m.executor not in configured]
     errors = tuple(
-        RegistryError(m.key, f"executor {m.executor!r} is not in [core] executor ({', '.join(sorted(configured))}); add it there")
-        for m in unavailable
+        RegistryError(m.key, f"executor {str(executor)!r} is not in [core] executor ({', '.join(sorted(configured))}); add it there")
+        for m, executor in unavailable
     )
-    return replace(registry, models=tuple(m for m in registry.models if m not in unavailable), errors=registry.errors + errors)
+    dropped = {m.key for m, _ in unavailable}
+    return replace(registry, models=tuple(m for m in registry.models if m.key not in dropped), errors=registry.errors + errors)
 
 
 def build_dags(registry: Registry) -> dict[str, DAG]:
     registry = _without_unavailable_executors(registry)
-    builders = {"v1": build_v1_dag, "v2": build_v2_dag}
+    builders = {Mode.V1: build_v1_dag, Mode.V2: build_v2_dag}
     dags = {}
     for model in registry.models:
         for dag in (build_v1_dag(model), build_v2_dag(model)):

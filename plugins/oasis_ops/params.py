@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import Param
 
 from oasis_ops.errors import OasisInputError
-from oasis_ops.priority import DEFAULT_PRIORITY
+from oasis_ops.priority import DEFAULT_PRIORITY, HIGHEST_PRIORITY, LOWEST_PRIORITY, is_priority
 
 GENERATE_AND_RUN = "generate_and_run"
 GENERATE_INPUTS = "generate_inputs"
@@ -38,7 +38,7 @@ def dag_params(
         name: Param(None, type=["null", "string"], title=name.replace("_", " ").capitalize(), description=file_param.format(role))
         for name, role in EXPOSURE_FILES.items()
     }
-    params["location_file"].description += " Required unless action is 'run'."
+    params["location_file"].description = file_param.format("location") + " Required unless action is 'run'."
     params.update(
         analysis_settings=Param(
             dict(default_settings) if default_settings else None,
@@ -58,8 +58,8 @@ def dag_params(
         priority=Param(
             DEFAULT_PRIORITY,
             type="integer",
-            minimum=1,
-            maximum=10,
+            minimum=LOWEST_PRIORITY,
+            maximum=HIGHEST_PRIORITY,
             title="Priority",
             description="1 (lowest) to 10; 8-10 are reserved for administrators. Orders waiting tasks when workers are busy.",
         ),
@@ -126,8 +126,8 @@ class RunRequest:
                 "starting with a letter or digit"
             )
         priority = params.get("priority", DEFAULT_PRIORITY)
-        if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10:
-            raise OasisInputError(f"priority: {priority!r} is not an integer from 1 to 10")
+        if not is_priority(priority):
+            raise OasisInputError(f"priority: {priority!r} is not an integer from {LOWEST_PRIORITY} to {HIGHEST_PRIORITY}")
         exposure = {}
         for name, role in EXPOSURE_FILES.items():
             value = params.get(name)

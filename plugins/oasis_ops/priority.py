@@ -14,15 +14,22 @@ from typing import Any
 # Airflow imports this module while it initialises (airflow_local_settings): it must not import
 # airflow, nor any module that does.
 DEFAULT_PRIORITY = 4
+#: The Oasis platform's range; 8-10 are reserved for administrators.
+LOWEST_PRIORITY, HIGHEST_PRIORITY = 1, 10
 #: Tag of every DAG built from the model registry; other DAGs keep their weights.
 OASIS_TAG = "oasis"
+
+
+def is_priority(value: Any) -> bool:
+    """The one check of a priority: an integer from :data:`LOWEST_PRIORITY` to :data:`HIGHEST_PRIORITY`."""
+    return isinstance(value, int) and not isinstance(value, bool) and LOWEST_PRIORITY <= value <= HIGHEST_PRIORITY
 
 
 def run_priority(conf: Any) -> int:
     """The run's priority from its conf; the default when absent or invalid (the run then fails
     in its first task, where the conf is checked)."""
     priority = conf.get("priority", DEFAULT_PRIORITY) if isinstance(conf, dict) else DEFAULT_PRIORITY
-    return priority if isinstance(priority, int) and not isinstance(priority, bool) and 1 <= priority <= 10 else DEFAULT_PRIORITY
+    return priority if is_priority(priority) else DEFAULT_PRIORITY
 
 
 def task_instance_mutation_hook(task_instance: Any, dag_run: Any = None) -> None:

@@ -7,28 +7,23 @@ Loaded at DAG parse time, so it reads only small YAML/JSON files. A broken entry
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from oasis_ops.chunking import ChunkingConfig
+from oasis_ops.constants import DEFAULT_WORKER_IMAGE, Executor, Mode, TaskKind, slug
 from oasis_ops.errors import OasisInputError
 from oasis_ops.params import check_fixed_params, dag_params
 from oasis_ops.scaling import ScalingConfig
 from oasis_ops.schedules import ScheduledAnalysis
 
 REQUIRED_KEYS = ("supplier_id", "model_id", "version_id", "path")
-#: Executors a model's tasks may name; None runs them on the default executor (Celery queues).
-EXECUTORS = (None, "CeleryExecutor", "KubernetesExecutor")
-DEFAULT_WORKER_IMAGE = "oasis-airflow-worker:3.3.2"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]", "_", text.lower())
+OPTIONAL_KEYS = ("analyses", "executor", "worker_image", "execution_timeout_minutes")
 
 
 @dataclass(frozen=True)
@@ -41,31 +36,44 @@ class Model:
     root: Path
     #: ``oasislmf.json`` as written (paths relative to ``root``); see ``steps.model_kwargs``.
     oasislmf_config: Mapping[str, Any]
-    chunking: ChunkingConfig = ChunkingConfig()
-    scaling: ScalingConfig = ScalingConfig()
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
     #: Registry-declared analyses that run by themselves (see ``schedules``).
     analyses: tuple[ScheduledAnalysis, ...] = field(default=())
     #: The executor of the model's tasks (None: the default one, i.e. Celery workers on its queues).
-    executor: str | None = None
+    executor: Executor | None = None
     #: The model worker image (``worker_image/``) that runs its tasks on Kubernetes.
     worker_image: str = DEFAULT_WORKER_IMAGE
+    #: Task kind -> execution timeout, where the registry overrides :attr:`TaskKind.default_timeout`.
+    timeouts: Mapping[TaskKind, timedelta] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         return f"{self.supplier_id}/{self.model_id}/{self.version_id}"
 
-    @property
-    def queue(self) -> str:
-        """The v1 Celery queue, as in the Oasis platform."""
-        return f"{self.supplier_id}-{self.model_id}-{self.version_id}"
+    def queue(self, mode: Mode) -> str:
+        """The Celery queue of ``mode``'s workers, as in the Oasis platform: ``<supplier>-<model>-<version>``,
+        and the same with ``-v2`` for v2."""
+        return f"{self.supplier_id}-{self.model_id}-{self.version_id}{mode.queue_suffix}"
 
-    @property
-    def v2_queue(self) -> str:
-        return f"{self.queue}-v2"
+    def worker_concurrency(self, mode: Mode) -> int:
+        """Tasks one worker of ``mode`` runs at once: a v1 task uses every core, so one; v2 chunks use one each."""
+        return 1 if mode is Mode.V1 else self.scaling.v2_worker_concurrency
 
-    def dag_id(self, mode: str) -> str:
+    def worker_name(self, mode: Mode) -> str:
+        """The queue as a service or Kubernetes name (``OasisLMF-PiWind-1-v2`` -> ``oasislmf-piwind-1-v2``)."""
+        return slug(self.queue(mode), "-")
+
+    def dag_id(self, mode: Mode) -> str:
         """``<supplier>_<model>_<version>_<mode>``, lower-cased, non-alphanumerics as ``_``."""
-        return _slug(f"{self.supplier_id}_{self.model_id}_{self.version_id}_{mode}")
+        return slug(f"{self.supplier_id}_{self.model_id}_{self.version_id}_{mode.value}", "_")
+
+    def timeout(self, kind: TaskKind) -> timedelta:
+        return self.timeouts.get(kind, kind.default_timeout)
+
+    @property
+    def runs_on_kubernetes(self) -> bool:
+        return self.executor is Executor.KUBERNETES
 
     @property
     def model_settings_path(self) -> Path:
@@ -124,10 +132,7 @@ def load_model(entry: Mapping[str, Any], base_dir: Path) -> Model:
     meta = root / "meta-data"
     if not (meta / "model_settings.json").is_file():
         raise OasisInputError(f"{meta / 'model_settings.json'} is missing")
-    configs = {}
-    for name, default in (("chunking_configuration.json", ChunkingConfig()), ("scaling_configuration.json", ScalingConfig())):
-        source = meta / name
-        configs[name] = default.override(_read_json(source), str(source)) if source.is_file() else default
+    chunking, scaling = meta / "chunking_configuration.json", meta / "scaling_configuration.json"
     analyses = entry.get("analyses") or []
     if not isinstance(analyses, list):
         raise OasisInputError("analyses must be a list")
@@ -138,21 +143,42 @@ def load_model(entry: Mapping[str, Any], base_dir: Path) -> Model:
     names = [analysis.name for analysis in analyses]
     if len(set(names)) != len(names):
         raise OasisInputError(f"analyses: names must be unique, got {names}")
+    unknown = sorted(set(entry) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if unknown:
+        raise OasisInputError(f"unknown field(s) {unknown}; known fields: {[*REQUIRED_KEYS, *OPTIONAL_KEYS]}")
     executor = entry.get("executor")
-    if executor not in EXECUTORS:
-        raise OasisInputError(f"executor must be one of {[e for e in EXECUTORS if e]} or absent, got {executor!r}")
+    if executor is not None and executor not in {e.value for e in Executor}:
+        raise OasisInputError(f"executor must be one of {[e.value for e in Executor]} or absent, got {executor!r}")
     return Model(
         supplier_id=str(entry["supplier_id"]),
         model_id=str(entry["model_id"]),
         version_id=str(entry["version_id"]),
         root=root,
         oasislmf_config=oasislmf_config,
-        chunking=configs["chunking_configuration.json"],
-        scaling=configs["scaling_configuration.json"],
+        chunking=ChunkingConfig().override(_read_json(chunking), str(chunking)) if chunking.is_file() else ChunkingConfig(),
+        scaling=ScalingConfig().override(_read_json(scaling), str(scaling)) if scaling.is_file() else ScalingConfig(),
         analyses=tuple(analyses),
-        executor=executor,
+        executor=Executor(executor) if executor else None,
         worker_image=str(entry.get("worker_image") or DEFAULT_WORKER_IMAGE),
+        timeouts=_timeouts(entry.get("execution_timeout_minutes")),
     )
+
+
+def _timeouts(minutes: Any) -> dict[TaskKind, timedelta]:
+    """``execution_timeout_minutes: {loss_chunk: 600, ...}``: task kind -> minutes (a number > 0)."""
+    if minutes is None:
+        return {}
+    kinds = [kind.value for kind in TaskKind]
+    if not isinstance(minutes, Mapping):
+        raise OasisInputError(f"execution_timeout_minutes must map task kinds {kinds} to minutes, got {minutes!r}")
+    timeouts = {}
+    for name, value in minutes.items():
+        if name not in kinds:
+            raise OasisInputError(f"execution_timeout_minutes: {name!r} is not a task kind; use one of {kinds}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise OasisInputError(f"execution_timeout_minutes.{name} must be a number of minutes > 0, got {value!r}")
+        timeouts[TaskKind(name)] = timedelta(minutes=value)
+    return timeouts
 
 
 def load_registry(path: Path) -> Registry:
@@ -176,10 +202,10 @@ def load_registry(path: Path) -> Registry:
         except OasisInputError as exc:
             errors.append(RegistryError(name, str(exc)))
             continue
-        clash = dag_ids.get(model.dag_id("v1"))
+        clash = dag_ids.get(model.dag_id(Mode.V1))
         if clash:
-            errors.append(RegistryError(name, f"its DAG id {model.dag_id('v1')} is already taken by {clash}"))
+            errors.append(RegistryError(name, f"its DAG id {model.dag_id(Mode.V1)} is already taken by {clash}"))
             continue
-        dag_ids[model.dag_id("v1")] = name
+        dag_ids[model.dag_id(Mode.V1)] = name
         models.append(model)
     return Registry(path, tuple(models), tuple(errors))

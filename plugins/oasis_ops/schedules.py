@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from oasis_ops.constants import Mode
 from oasis_ops.errors import OasisInputError
 
-MODES = ("v1", "v2")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,49}$"
 FIELDS = {"name", "mode", "schedule", "asset", "params"}
 
@@ -33,7 +33,7 @@ class ScheduledAnalysis:
     """One declared analysis: the DAG mode, the fixed run parameters and what triggers it."""
 
     name: str
-    mode: str
+    mode: Mode
     params: Mapping[str, Any]
     schedule: str | None = None
     #: A URI, or a path relative to the storage root (made a URI by ``asset_uri``).
@@ -50,9 +50,9 @@ class ScheduledAnalysis:
         name = entry.get("name")
         if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
             raise OasisInputError(f"{where}: name must be 1-50 lower-case letters, digits or '_', got {name!r}")
-        mode = entry.get("mode", "v1")
-        if mode not in MODES:
-            raise OasisInputError(f"{where}: mode must be one of {list(MODES)}, got {mode!r}")
+        mode = entry.get("mode", Mode.V1.value)
+        if mode not in {m.value for m in Mode}:
+            raise OasisInputError(f"{where}: mode must be one of {[m.value for m in Mode]}, got {mode!r}")
         schedule, asset = entry.get("schedule"), entry.get("asset")
         if (schedule is None) == (asset is None):
             raise OasisInputError(f"{where}: give exactly one of 'schedule' (cron or preset) or 'asset'")
@@ -67,7 +67,7 @@ class ScheduledAnalysis:
         unknown = sorted(set(params) - known_params)
         if unknown:
             raise OasisInputError(f"{where}: unknown run parameter(s) {unknown}; known: {sorted(known_params)}")
-        return cls(name, mode, dict(params), schedule, asset)
+        return cls(name, Mode(mode), dict(params), schedule, asset)
 
     def asset_uri(self, storage_uri: str) -> str | None:
         """The asset's URI: as given, or the storage root's URI of a relative path."""

@@ -7,7 +7,9 @@ atomically: they are written next to their destination first and swapped in only
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -20,6 +22,7 @@ from airflow.sdk import ObjectStoragePath
 
 from oasis_ops.errors import OasisInputError
 
+log = logging.getLogger(__name__)
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
@@ -40,6 +43,11 @@ class AnalysisLocation:
     @property
     def logs(self) -> ObjectStoragePath:
         return self.base / "logs"
+
+    def errors(self, run_id: str) -> ObjectStoragePath:
+        """The failed tasks' error reports of one DAG run (``<task>[-<map index>].txt``), for the
+        Oasis API's traceback files: not results, so written as they happen."""
+        return self.base / "errors" / re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
 
 
 def _move(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
@@ -128,13 +136,27 @@ class Storage:
         if source.is_dir():
             for item in source.rglob("*"):
                 if item.is_file():
-                    target = dest / item.relative_to(source)
+                    target = dest / str(item.relative_to(source))
                     target.parent.mkdir(parents=True, exist_ok=True)
                     item.copy(ObjectStoragePath("file://" + str(target)))
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             source.copy(ObjectStoragePath("file://" + str(dest)))
         return dest
+
+    @contextmanager
+    def published_on_exit(self, local_dir: Path, dest: ObjectStoragePath) -> Iterator[None]:
+        """Publish ``local_dir`` (if the body made it) to ``dest`` when the body ends, failed or not:
+        the loss pipelines' logs are most wanted after a failure."""
+        try:
+            yield
+        except BaseException:
+            if local_dir.is_dir():
+                self.publish(local_dir, dest)
+                log.error("The step failed; its logs are in %s", dest)
+            raise
+        if local_dir.is_dir():
+            self.publish(local_dir, dest)
 
     def publish(self, local_dir: Path, dest: ObjectStoragePath) -> None:
         """Make ``local_dir`` the content of ``dest``, replacing what was there, all or nothing.

@@ -1,5 +1,5 @@
 """The production stack's Airflow services: the one source of truth for ``docker-compose.yaml``
-(``python -m oasis_ops.stack compose``) and for ``make celery-up`` / ``make celery-down``, which
+(``python -m oasis_ops.deploy.compose``) and for ``make celery-up`` / ``make celery-down``, which
 run the same services as local processes.
 
 Core services: api-server, scheduler, dag-processor, triggerer. Per registered model: a v1 Celery
@@ -9,9 +9,9 @@ queue running ``v2_worker_concurrency`` tasks at once (models on the KubernetesE
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from oasis_ops.constants import Mode
 from oasis_ops.registry import Model, Registry
 
 #: Airflow settings every service shares (the CeleryExecutor; one task per worker slot, acknowledged
@@ -22,6 +22,11 @@ SHARED_SETTINGS = {
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
     "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
     "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
+    # A task whose worker died (machine lost, stack restarted) is noticed by its missing heartbeats, but
+    # only once a live scheduler owns it: one restarted shortly after the old one stopped adopts it at
+    # the next orphan check (default every 5 minutes), then fails or retries it after the heartbeat
+    # timeout (5 minutes), freeing its pool slot.
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
     "PYTHONHASHSEED": "0",
 }
 CORE_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -38,20 +43,25 @@ class Service:
     concurrency: int | None = None
 
 
-def _worker(queue: str, concurrency: int) -> Service:
-    name = "worker-" + re.sub(r"[^a-z0-9]+", "-", queue.lower()).strip("-")
+def worker(model: Model, mode: Mode) -> Service:
+    """The Celery worker of the model's ``mode`` queue, ``worker-<queue as a slug>``."""
+    queue, concurrency = model.queue(mode), model.worker_concurrency(mode)
     command = ("celery", "worker", "--queues", queue, "--concurrency", str(concurrency))
-    return Service(name, command, queue, concurrency)
+    return Service(f"worker-{model.worker_name(mode)}", command, queue, concurrency)
 
 
 def model_workers(model: Model) -> list[Service]:
     """The model's v1 and v2 Celery workers (none when its tasks run on Kubernetes)."""
-    if model.executor == "KubernetesExecutor":
-        return []
-    return [_worker(model.queue, 1), _worker(model.v2_queue, model.scaling.v2_worker_concurrency)]
+    return [] if model.runs_on_kubernetes else [worker(model, mode) for mode in Mode]
 
 
 def services(registry: Registry) -> list[Service]:
-    return [Service(name, (name,)) for name in CORE_SERVICES] + [
+    """Every service of the stack; two with one name would be one container, so that is an error."""
+    stack = [Service(name, (name,)) for name in CORE_SERVICES] + [
         worker for model in registry.models for worker in model_workers(model)
     ]
+    names = [service.name for service in stack]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ValueError(f"services {clashes} would be named alike; give the models distinct ids")
+    return stack

@@ -20,25 +20,29 @@ PARQUET_MAGIC = b"PAR1"
 SNIFF_BYTES = 64 * 1024
 
 
-def check_exposure_file(path: ObjectStoragePath, role: str) -> None:
-    """The file exists, is not empty, and is a CSV text or a parquet file as its name says."""
-    field = FIELD_OF_ROLE[role]
+def check_exposure_file(path: ObjectStoragePath, field: str, label: str | None = None) -> None:
+    """The file exists, is not empty, and is a CSV text or a parquet file as its name says.
+
+    ``field`` names the parameter (or API resource) the file came from, ``label`` how to show the
+    file in messages (default: its path).
+    """
+    shown = label or str(path)
     if not path.exists():
-        raise OasisInputError(f"{field}: {path} does not exist in the storage root")
+        raise OasisInputError(f"{field}: {shown} does not exist in the storage root")
     if not path.is_file():
-        raise OasisInputError(f"{field}: {path} is a folder, not a file")
-    suffix = Path(path.name).suffix.lower()
+        raise OasisInputError(f"{field}: {shown} is a folder, not a file")
+    suffix = Path(label or path.name).suffix.lower()
     if suffix not in (".csv", ".parquet"):
-        raise OasisInputError(f"{field}: {path} must be an OED .csv or .parquet file")
+        raise OasisInputError(f"{field}: {shown} must be an OED .csv or .parquet file")
     with path.open("rb") as handle:
         head = handle.read(SNIFF_BYTES)
     if not head:
-        raise OasisInputError(f"{field}: {path} is empty")
+        raise OasisInputError(f"{field}: {shown} is empty")
     if suffix == ".parquet":
         if not head.startswith(PARQUET_MAGIC):
-            raise OasisInputError(f"{field}: {path} is not a parquet file (no PAR1 header)")
+            raise OasisInputError(f"{field}: {shown} is not a parquet file (no PAR1 header)")
     elif b"\x00" in head:
-        raise OasisInputError(f"{field}: {path} is a binary file, not CSV text")
+        raise OasisInputError(f"{field}: {shown} is a binary file, not CSV text")
 
 
 def check_oed(exposure: Mapping[str, Path], names: Mapping[str, str]) -> int:

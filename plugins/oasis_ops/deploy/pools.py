@@ -3,7 +3,7 @@
 Without it the scheduler hands every ready task to Celery, whose queues are first in, first out,
 and a run's priority could not reorder them. With it, work beyond the workers' capacity waits in
 the scheduler, which sends the highest ``priority_weight`` first (see ``priority``). Run
-``python -m oasis_ops.pools`` after changing the registry (``make setup`` runs it).
+``python -m oasis_ops.deploy.pools`` after changing the registry (``make setup`` runs it).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import sys
 
 from oasis_ops.config import OasisConfig
+from oasis_ops.constants import Mode
 from oasis_ops.registry import Model, Registry, load_registry
 
 
 def model_pools(model: Model) -> dict[str, int]:
-    """Pool name (the queue's name) -> slots, for the model's v1 and v2 queues."""
-    workers = model.scaling.most_workers
-    return {model.queue: max(workers, 1), model.v2_queue: max(workers, 1) * model.scaling.v2_worker_concurrency}
+    """Pool name (the queue's name) -> slots, for the model's v1 and v2 queues: its workers' slots."""
+    workers = max(model.scaling.most_workers, 1)
+    return {model.queue(mode): workers * model.worker_concurrency(mode) for mode in Mode}
 
 
 def sync_pools(registry: Registry) -> dict[str, int]:

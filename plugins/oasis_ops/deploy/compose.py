@@ -1,7 +1,7 @@
-"""``docker-compose.yaml`` rendered from ``oasis_ops.stack``: the same services, queues, concurrency
+"""``docker-compose.yaml`` rendered from ``oasis_ops.deploy.stack``: the same services, queues, concurrency
 and settings as ``make celery-up``, in containers of the model worker image.
 
-    python -m oasis_ops.compose [--registry models/registry.yaml] > docker-compose.yaml
+    python -m oasis_ops.deploy.compose [--registry models/registry.yaml] > docker-compose.yaml
 
 Secrets (JWT secret, fernet key, admin password) come from a ``.env`` the user makes from
 ``.env.example``; every service shares them. Fixed scaling: ``docker compose up --scale <worker>=N``.
@@ -17,12 +17,13 @@ from typing import Any
 import yaml
 
 from oasis_ops.config import OasisConfig
+from oasis_ops.constants import DEFAULT_WORKER_IMAGE as IMAGE
+from oasis_ops.constants import MODELS_MOUNT as MODELS
+from oasis_ops.constants import STORAGE_MOUNT as STORAGE
+from oasis_ops.deploy.stack import SHARED_SETTINGS, Service, services
 from oasis_ops.registry import load_registry
-from oasis_ops.stack import SHARED_SETTINGS, Service, services
 
-IMAGE = "oasis-airflow-worker:3.3.2"
-MODELS, STORAGE = "/opt/oasis/models", "/opt/oasis/storage"
-HEADER = "# Rendered by `python -m oasis_ops.compose` from the model registry: edit oasis_ops/stack.py, not this file.\n"
+HEADER = "# Rendered by `python -m oasis_ops.deploy.compose` from the model registry: edit oasis_ops/deploy/stack.py, not this file.\n"
 
 ENVIRONMENT = SHARED_SETTINGS | {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow:airflow@postgres/airflow",
@@ -38,7 +39,7 @@ ENVIRONMENT = SHARED_SETTINGS | {
     "OASIS_STORAGE_ROOT": STORAGE,
 }
 INIT = (
-    "set -e; airflow db migrate; python -m oasis_ops.pools; mkdir -p " + STORAGE + "/.airflow; "
+    "set -e; airflow db migrate; python -m oasis_ops.deploy.pools; mkdir -p " + STORAGE + "/.airflow; "
     'python -c "import json, os; print(json.dumps({\'admin\': os.environ[\'OASIS_ADMIN_PASSWORD\']}))" '
     f"> {STORAGE}/.airflow/passwords.json"
 )
@@ -111,7 +112,7 @@ def render(registry_path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m oasis_ops.compose", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m oasis_ops.deploy.compose", description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, default=OasisConfig.from_env().registry_path)
     sys.stdout.write(render(parser.parse_args(argv).registry))
     return 0

@@ -16,11 +16,12 @@ from pathlib import Path
 import yaml
 
 from oasis_ops.config import PROJECT_ROOT, OasisConfig
-from oasis_ops.pools import sync_pools
+from oasis_ops.constants import Mode
+from oasis_ops.deploy.pools import sync_pools
 from oasis_ops.registry import load_registry
 from oasis_ops.storage import Storage
-from oasis_ops.summary import format_summary, summarise
-from oasis_ops.synthetic import SyntheticModelSpec, build_synthetic_model
+from oasis_ops.tools.summary import format_summary, summarise
+from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model
 
 DEFAULT_REGISTRY = PROJECT_ROOT / "models" / "registry.yaml"
 ANALYSIS_ID = "demo"
@@ -53,7 +54,7 @@ def main() -> int:
         conf[param] = f"exposure/synthetic/{name}"
     conf["analysis_settings"] = json.loads((model_root / "analysis_settings.json").read_text())
 
-    dag_id = model.dag_id("v1")
+    dag_id = model.dag_id(Mode.V1)
     log_path = Path(os.environ.get("AIRFLOW_HOME", PROJECT_ROOT / ".airflow")) / "logs" / f"demo-{int(time.time())}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"Running {dag_id} (analysis {ANALYSIS_ID}) with airflow dags test; full log: {log_path}")

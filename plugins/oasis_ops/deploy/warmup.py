@@ -1,7 +1,7 @@
 """Compile oasislmf's numba kernels into ``NUMBA_CACHE_DIR`` before the first analysis needs them.
 
-``python -m oasis_ops.warmup`` builds a tiny synthetic model in a temporary folder and runs a full
-analysis of it through :mod:`oasis_ops.steps`, the code the tasks run: the keys lookup (in two v2
+``python -m oasis_ops.deploy.warmup`` builds a tiny synthetic model in a temporary folder and runs a full
+analysis of it through :mod:`oasis_ops.execution.steps`, the code the tasks run: the keys lookup (in two v2
 chunks), the chunks' keys collected, the input files, v1 losses (one pipeline per core), then v2's
 run folder, one loss chunk and the output step. Every kernel those paths use is compiled and cached
 on the way. (oasislmf's own ``oasislmf warmup`` runs each pytool on bundled test files rather than an
@@ -32,16 +32,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-# First: steps sets NUMBA_CACHE_DIR's default before anything imports numba (synthetic does).
-from oasis_ops import steps  # isort: skip
-
+from oasis_ops.execution.environment import prepare_environment
 from oasis_ops.registry import Model, load_model
-from oasis_ops.synthetic import MODEL_ID, SUPPLIER_ID, SyntheticModelSpec, build_synthetic_model
+
+if TYPE_CHECKING:
+    from oasis_ops.tools.synthetic import SyntheticModelSpec
 
 #: Tiny: the kernels' signatures do not depend on sizes, and a warm pass then costs little more than
 #: the pipelines' process start-ups.
-WARMUP_SPEC = SyntheticModelSpec(
+WARMUP_SIZES = dict(
     locations=8, events=6, areaperils=4, vulnerabilities=4, intensity_bins=5, damage_bins=5,
     samples=4, periods=10, locations_per_account=4,
 )
@@ -94,10 +95,11 @@ def warmup_settings(model_root: Path) -> dict:
 
 def run_analysis(model: Model, exposure: dict[str, Path], settings: Path, work: Path) -> None:
     """One analysis through the tasks' own steps: the v2 lookup and input files, v1 losses, v2 losses."""
+    from oasis_ops.execution import steps
+
     chunks = 2
     key_chunks = [steps.lookup_keys(model, exposure, i, chunks, work / "lookup" / str(i)) for i in range(chunks)]
-    keys = steps.collect_keys(key_chunks, work / "keys")
-    inputs = steps.generate_files(model, exposure, settings, keys, work / "input")
+    inputs = steps.generate_inputs_from_keys(model, exposure, settings, key_chunks, work)
 
     steps.generate_losses(model, inputs, settings, work / "v1")
 
@@ -114,15 +116,21 @@ def run_analysis(model: Model, exposure: dict[str, Path], settings: Path, work: 
 
 
 def warm_up(
-    spec: SyntheticModelSpec = WARMUP_SPEC,
+    spec: SyntheticModelSpec | None = None,
     max_passes: int = DEFAULT_MAX_PASSES,
-    log: Callable[[str], None] = functools.partial(print, flush=True),
+    log: Callable[[str], None] | None = None,
 ) -> WarmupResult:
-    """Build the model in a temporary folder, run the analysis until the cache is stable, clean up."""
+    """Build the model (default: :data:`WARMUP_SIZES`) in a temporary folder, run the analysis until
+    the cache is stable, clean up."""
     if max_passes < 1:
         raise ValueError(f"max_passes must be >= 1, got {max_passes}")
+    log = log or functools.partial(print, flush=True)
+    prepare_environment()  # before numba's first import, below
+    from oasis_ops.tools.synthetic import MODEL_ID, SUPPLIER_ID, SyntheticModelSpec, build_synthetic_model
+
+    spec = spec or SyntheticModelSpec(**WARMUP_SIZES)
     started = time.monotonic()
-    cache_dir = Path(os.environ["NUMBA_CACHE_DIR"])  # set by steps if it was not
+    cache_dir = Path(os.environ["NUMBA_CACHE_DIR"])
     cache_dir.mkdir(parents=True, exist_ok=True)
     log(f"Warming up oasislmf's numba kernels in {cache_dir}")
     initial = before = cache_state(cache_dir)
@@ -170,7 +178,7 @@ def warm_up(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m oasis_ops.warmup", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m oasis_ops.deploy.warmup", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--max-passes", type=int, default=DEFAULT_MAX_PASSES,
         help=f"analyses to run at most until one leaves the cache unchanged (default: {DEFAULT_MAX_PASSES})",

@@ -1,33 +1,23 @@
 """Thin wrappers around oasislmf's computation steps, shared by the v1 and v2 DAGs.
 
-Only tasks import this module (oasislmf pulls in numba and pandas). The model's ``oasislmf.json``
-gives the step arguments; its relative paths are resolved against the model root, as oasislmf's
-CLI resolves them against the config file's folder.
+Only tasks import this module (oasislmf pulls in numba and pandas), after
+:func:`oasis_ops.execution.environment.prepare_environment`. The model's ``oasislmf.json`` gives the
+step arguments; its relative paths are resolved against the model root, as oasislmf's CLI resolves
+them against the config file's folder.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from oasis_ops.config import OasisConfig
+from oasislmf.manager import OasisManager
+from oasislmf.utils.inputs import update_config
 
-# Before numba is imported: compiled kernels must outlive the task (minutes to compile cold).
-os.environ.setdefault("NUMBA_CACHE_DIR", str(OasisConfig.from_env().numba_cache_dir))
-# oasislmf's loss pipelines are shell scripts calling evepy, gulmc, fmpy, ...: the console scripts
-# installed beside this interpreter, which an un-activated venv does not put on PATH.
-_SCRIPTS = os.path.dirname(sys.executable)
-if _SCRIPTS not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ["PATH"] = _SCRIPTS + os.pathsep + os.environ.get("PATH", "")
-
-from oasislmf.manager import OasisManager  # noqa: E402
-from oasislmf.utils.inputs import update_config  # noqa: E402
-
-from oasis_ops.registry import Model  # noqa: E402
+from oasis_ops.registry import Model
 
 # Loss chunks ping the Oasis platform's progress socket, which is not there: an error per chunk.
 logging.getLogger("oasislmf.utils.ping").setLevel(logging.CRITICAL)
@@ -69,8 +59,8 @@ def exposure_kwargs(exposure: Mapping[str, Path]) -> dict[str, str]:
 
 
 def _location_exposure(exposure: Mapping[str, Path]) -> Any:
-    from ods_tools.oed import OedExposure
     from oasislmf.utils.data import DEFAULT_ADDITIONAL_FIELDS, prepare_oed_exposure
+    from ods_tools.oed import OedExposure
 
     oed = OedExposure(
         location=str(exposure["location"]),
@@ -134,6 +124,15 @@ def collect_keys(chunk_dirs: Sequence[Path], target: Path) -> Path:
     return target
 
 
+def generate_inputs_from_keys(
+    model: Model, exposure: Mapping[str, Path], settings: Path | None, key_chunks: Sequence[Path], work: Path
+) -> Path:
+    """File preparation from the keys of every lookup chunk: collected in a fixed order
+    (:func:`collect_keys`), then oasislmf's GenerateFiles; returns ``work/input``."""
+    keys = collect_keys(key_chunks, work / "keys")
+    return generate_files(model, exposure, settings, keys, work / "input")
+
+
 def generate_files(
     model: Model,
     exposure: Mapping[str, Path],
@@ -165,8 +164,8 @@ def prepare_losses_dir(model: Model, inputs: Path, analysis_settings: Path, run_
     return run_dir / "output" / "analysis_settings.json"
 
 
-def count_events(run_dir: Path) -> int:
-    """Events of a prepared run folder (``input/events.bin`` holds one int32 per event)."""
+def events_in_run_dir(run_dir: Path) -> int:
+    """Events in a prepared run folder's event set (``input/events.bin`` holds one int32 per event)."""
     return (run_dir / "input" / "events.bin").stat().st_size // 4
 
 

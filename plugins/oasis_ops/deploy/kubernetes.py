@@ -3,7 +3,7 @@
 As in Airflow's official Helm chart, a KEDA ScaledObject polls Airflow's metadata database
 (``task_instance``) with a PostgreSQL query; here the query computes the Oasis platform's scaling
 rule of the model's ``scaling_configuration.json`` for one queue and returns the replica count
-itself (``targetQueryValue`` 1). Run ``python -m oasis_ops.kubernetes render | kubectl apply -f -``
+itself (``targetQueryValue`` 1). Run ``python -m oasis_ops.deploy.kubernetes render | kubectl apply -f -``
 after changing the registry.
 """
 
@@ -19,13 +19,11 @@ from typing import Any
 import yaml
 
 from oasis_ops.config import OasisConfig
+from oasis_ops.constants import Mode
+from oasis_ops.executors import MODELS_CLAIM, STORAGE_CLAIM, container_security, pod_security, volume_mounts, volumes, worker_env
 from oasis_ops.registry import Model, load_registry
+from oasis_ops.scaling import ScalingStrategy
 
-MODES = ("v1", "v2")
-STORAGE_MOUNT = "/opt/oasis/storage"
-MODELS_MOUNT = "/opt/oasis/models"
-#: The apache/airflow image's user (group 0 owns its files); worker images build on it.
-AIRFLOW_UID = 50000
 #: Seconds without queued or running work before KEDA scales a worker Deployment down to its minimum.
 COOLDOWN_SECONDS = 300
 #: Seconds between two KEDA polls: how long queued work may wait before its workers start scaling up.
@@ -42,24 +40,18 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def queue_of(model: Model, mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return model.queue if mode == "v1" else model.v2_queue
-
-
-def worker_name(model: Model, mode: str) -> str:
-    """The queue as a DNS label (``OasisLMF-PiWind-1-v2`` -> ``oasislmf-piwind-1-v2-worker``).
+def worker_name(model: Model, mode: Mode) -> str:
+    """The model's worker name as a DNS label (``OasisLMF-PiWind-1-v2`` -> ``oasislmf-piwind-1-v2-worker``).
 
     Unique per model: the registry rejects models whose ids differ only where this name does.
     """
-    name = re.sub(r"[^a-z0-9]", "-", queue_of(model, mode).lower()) + "-worker"
+    name = model.worker_name(mode) + "-worker"
     if not _DNS_LABEL.fullmatch(name):
         raise ValueError(f"{model.key}: {name!r} is not a Kubernetes name (a DNS label of at most 63 characters)")
     return name
 
 
-def scaling_query(model: Model, mode: str) -> str:
+def scaling_query(model: Model, mode: Mode) -> str:
     """PostgreSQL query: the worker replica count the model's scaling rule wants for ``mode``'s queue.
 
     Scheduled, queued and running task instances on the queue are its load; nothing there gives
@@ -69,66 +61,33 @@ def scaling_query(model: Model, mode: str) -> str:
     per analysis), so a v1 queue falls back to QUEUE_LOAD.
     """
     scaling = model.scaling
-    strategy = scaling.scaling_strategy
-    if strategy == "DYNAMIC_TASKS" and mode == "v1":
-        strategy = "QUEUE_LOAD"
+    strategy = ScalingStrategy(scaling.scaling_strategy)
+    if strategy is ScalingStrategy.DYNAMIC_TASKS and mode is Mode.V1:
+        strategy = ScalingStrategy.QUEUE_LOAD
     wanted = {
-        "FIXED_WORKERS": str(scaling.worker_count_fixed),
-        "QUEUE_LOAD": f"LEAST(COUNT(DISTINCT (dag_id, run_id)), {scaling.worker_count_max})",
-        "DYNAMIC_TASKS": f"LEAST(CEIL(COUNT(*)::numeric / {scaling.chunks_per_worker}), {scaling.worker_count_max})",
+        ScalingStrategy.FIXED_WORKERS: str(scaling.worker_count_fixed),
+        ScalingStrategy.QUEUE_LOAD: f"LEAST(COUNT(DISTINCT (dag_id, run_id)), {scaling.worker_count_max})",
+        ScalingStrategy.DYNAMIC_TASKS: f"LEAST(CEIL(COUNT(*)::numeric / {scaling.chunks_per_worker}), {scaling.worker_count_max})",
     }[strategy]
     states = ", ".join(_sql_literal(state) for state in ACTIVE_STATES)
     return (
         f"SELECT (CASE WHEN COUNT(*) = 0 THEN {scaling.worker_count_min} "
         f"ELSE GREATEST({wanted}, {scaling.worker_count_min}) END)::integer "
-        f"FROM task_instance WHERE queue = {_sql_literal(queue_of(model, mode))} AND state IN ({states})"
+        f"FROM task_instance WHERE queue = {_sql_literal(model.queue(mode))} AND state IN ({states})"
     )
 
 
-def _volumes(storage_claim: str, models_claim: str) -> list[dict[str, Any]]:
-    return [
-        {"name": "storage", "persistentVolumeClaim": {"claimName": storage_claim}},
-        {"name": "models", "persistentVolumeClaim": {"claimName": models_claim, "readOnly": True}},
-    ]
-
-
-def _volume_mounts() -> list[dict[str, Any]]:
-    return [
-        {"name": "storage", "mountPath": STORAGE_MOUNT},
-        {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
-    ]
-
-
-def _env() -> list[dict[str, str]]:
-    """The storage root and the registry on the mounts; ``PYTHONHASHSEED`` 0 keeps the input files
-    byte-identical (see the README). numba's kernels are compiled into the worker image at build time
-    (its ``NUMBA_CACHE_DIR``), so a pod started after a scale to zero does not recompile them."""
-    return [
-        {"name": "OASIS_STORAGE_ROOT", "value": STORAGE_MOUNT},
-        {"name": "OASIS_MODEL_REGISTRY", "value": f"{MODELS_MOUNT}/registry.yaml"},
-        {"name": "PYTHONHASHSEED", "value": "0"},
-    ]
-
-
-def _pod_security() -> dict[str, Any]:
-    return {"runAsUser": AIRFLOW_UID, "runAsGroup": 0, "fsGroup": 0, "runAsNonRoot": True}
-
-
-def _container_security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-
-
-def _labels(model: Model, mode: str) -> dict[str, str]:
+def _labels(model: Model, mode: Mode) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "oasis-worker",
         "app.kubernetes.io/instance": worker_name(model, mode),
-        "app.kubernetes.io/component": f"worker-{mode}",
+        "app.kubernetes.io/component": f"worker-{mode.value}",
     }
 
 
 def worker_deployment(
     model: Model,
-    mode: str,
+    mode: Mode,
     *,
     namespace: str,
     storage_claim: str,
@@ -145,20 +104,20 @@ def worker_deployment(
     re-applying the manifests does not reset the current scale.
     """
     name = worker_name(model, mode)
-    concurrency = 1 if mode == "v1" else model.scaling.v2_worker_concurrency
+    concurrency = model.worker_concurrency(mode)
     container: dict[str, Any] = {
         "name": "worker",
         "image": model.worker_image,
         # args, not command: the image's entrypoint stays in charge (as in Airflow's chart)
-        "args": ["airflow", "celery", "worker", "--queues", queue_of(model, mode), "--concurrency", str(concurrency)],
+        "args": ["airflow", "celery", "worker", "--queues", model.queue(mode), "--concurrency", str(concurrency)],
         "env": [
-            *_env(),
+            *worker_env(),
             {"name": db_connection_env, "valueFrom": {"secretKeyRef": {"name": db_secret, "key": "connection"}}},
         ],
-        "volumeMounts": _volume_mounts(),
-        "securityContext": _container_security(),
+        "volumeMounts": volume_mounts(),
+        "securityContext": container_security(),
     }
-    if mode == "v2":
+    if mode is Mode.V2:
         container["resources"] = {"requests": {"cpu": str(concurrency)}}
     return {
         "apiVersion": "apps/v1",
@@ -169,17 +128,17 @@ def worker_deployment(
             "template": {
                 "metadata": {"labels": _labels(model, mode)},
                 "spec": {
-                    "securityContext": _pod_security(),
+                    "securityContext": pod_security(),
                     "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
                     "containers": [container],
-                    "volumes": _volumes(storage_claim, models_claim),
+                    "volumes": volumes(storage_claim, models_claim),
                 },
             },
         },
     }
 
 
-def scaled_object(model: Model, mode: str, *, namespace: str, db_connection_env: str) -> dict[str, Any]:
+def scaled_object(model: Model, mode: Mode, *, namespace: str, db_connection_env: str) -> dict[str, Any]:
     """KEDA scales the worker Deployment to :func:`scaling_query`'s value.
 
     The bounds never clip the query: a fixed count above ``worker_count_max`` still fits, and an HPA
@@ -215,20 +174,20 @@ def render_manifests(
     registry_models: Iterable[Model],
     *,
     namespace: str = "oasis",
-    storage_claim: str = "oasis-storage",
-    models_claim: str = "oasis-model-data",
+    storage_claim: str = STORAGE_CLAIM,
+    models_claim: str = MODELS_CLAIM,
     db_connection_env: str = "AIRFLOW_CONN_AIRFLOW_DB",
     db_secret: str = "airflow-metadata",
 ) -> list[dict[str, Any]]:
     """A worker Deployment and its ScaledObject per model and mode.
 
-    KubernetesExecutor models get none: each of their tasks runs in its own pod (:func:`executor_kwargs`).
+    KubernetesExecutor models get none: each of their tasks runs in its own pod (:func:`oasis_ops.executors.executor_kwargs`).
     """
     manifests: list[dict[str, Any]] = []
     for model in registry_models:
-        if model.executor == "KubernetesExecutor":
+        if model.runs_on_kubernetes:
             continue
-        for mode in MODES:
+        for mode in Mode:
             manifests.append(
                 worker_deployment(
                     model,
@@ -244,40 +203,8 @@ def render_manifests(
     return manifests
 
 
-def executor_kwargs(
-    model: Model, *, storage_claim: str = "oasis-storage", models_claim: str = "oasis-model-data"
-) -> dict[str, Any]:
-    """Operator arguments that run the model's tasks on its executor: none for the default one.
-
-    For the KubernetesExecutor, a ``pod_override`` that the executor merges into its pod template,
-    whose task container is the one named ``base``: the worker image, volumes and environment of the
-    Celery workers, and one CPU, what one v2 chunk uses.
-    """
-    if model.executor != "KubernetesExecutor":
-        return {}
-    # only KubernetesExecutor models pay for this import; the provider's own deserializer builds a
-    # V1Pod that the executor can pickle
-    from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
-
-    container = {
-        "name": "base",
-        "image": model.worker_image,
-        "env": _env(),
-        "volumeMounts": _volume_mounts(),
-        "securityContext": _container_security(),
-        "resources": {"requests": {"cpu": "1"}},
-    }
-    spec = {
-        "securityContext": _pod_security(),
-        "containers": [container],
-        "volumes": _volumes(storage_claim, models_claim),
-    }
-    pod = PodGenerator.deserialize_model_dict({"apiVersion": "v1", "kind": "Pod", "spec": spec})
-    return {"executor": "KubernetesExecutor", "executor_config": {"pod_override": pod}}
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m oasis_ops.kubernetes", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m oasis_ops.deploy.kubernetes", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="print the worker Deployments and KEDA ScaledObjects as YAML")
     render.add_argument("--registry", type=Path, help="model registry (default: OASIS_MODEL_REGISTRY)")

@@ -1,4 +1,4 @@
-"""Print the ``airflow.cfg`` of the embedded Airflow home: ``python -m oasis_ops.home AIRFLOW_HOME``.
+"""Print the ``airflow.cfg`` of the embedded Airflow home: ``python -m oasis_ops.deploy.home AIRFLOW_HOME``.
 
 SQLite and the LocalExecutor, this repository's ``dags/`` and ``plugins/``, so that
 ``AIRFLOW_HOME=.airflow .venv/bin/airflow …`` works from the repo root with no other environment.

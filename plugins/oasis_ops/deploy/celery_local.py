@@ -1,4 +1,4 @@
-"""``make celery-up`` / ``make celery-down``: the production stack (``oasis_ops.stack``) as local
+"""``make celery-up`` / ``make celery-down``: the production stack (``oasis_ops.deploy.stack``) as local
 processes, for machines without Docker, on PostgreSQL and Redis.
 
 Airflow's own settings choose them: ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` (default PostgreSQL on
@@ -18,12 +18,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from oasis_ops.config import OasisConfig
+from oasis_ops.deploy.processes import admin_settings, airflow_command, api_is_up, stop_tree
+from oasis_ops.deploy.stack import SHARED_SETTINGS, Service, services
 from oasis_ops.registry import load_registry
-from oasis_ops.stack import SHARED_SETTINGS, Service, services
 
 DEFAULTS = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://postgres@localhost:5432/airflow",
@@ -42,11 +42,7 @@ def environment() -> dict[str, str]:
     env = DEFAULTS | dict(os.environ)
     port = env["AIRFLOW__API__PORT"]
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://localhost:{port}/execution/")
-    env |= SHARED_SETTINGS
-    env["AIRFLOW__CORE__AUTH_MANAGER"] = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-    env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin"
-    env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(state_dir() / "passwords.json")
-    return env
+    return env | SHARED_SETTINGS | admin_settings(state_dir() / "passwords.json")
 
 
 def ensure_database(url: str) -> None:
@@ -65,10 +61,6 @@ def ensure_database(url: str) -> None:
     engine.dispose()
 
 
-def _airflow(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "airflow"), *args]
-
-
 def _start(service: Service, env: dict[str, str]) -> int:
     command = list(service.command)
     if service.queue:  # several workers on one machine need distinct Celery node names
@@ -76,7 +68,7 @@ def _start(service: Service, env: dict[str, str]) -> int:
     logs = state_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{service.name}.log").open("a") as log:
-        process = subprocess.Popen(_airflow(*command), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(airflow_command(*command), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return process.pid
 
 
@@ -102,9 +94,9 @@ def start_service(service: Service) -> int:
 
 
 def stop_service(name: str, sig: signal.Signals = signal.SIGTERM, timeout: float = 30) -> None:
-    """Stop one service of the running stack with ``sig`` (its whole process group)."""
+    """Stop one service of the running stack with ``sig``, and every process it started."""
     pids = _pids()
-    _stop(pids.pop(name), sig, timeout)
+    stop_tree(pids.pop(name), sig, timeout)
     _save_pids(pids)
 
 
@@ -117,14 +109,6 @@ def restart(name: str) -> int:
     return 0
 
 
-def api_is_up(port: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://localhost:{port}/api/v2/monitor/health", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def up(timeout: float = 180) -> int:
     """Migrate, create the pools and the admin user, start every service, wait for the API."""
     if (state_dir() / "pids.json").exists():
@@ -135,8 +119,8 @@ def up(timeout: float = 180) -> int:
     password = os.environ.get("OASIS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
     (state_dir() / "passwords.json").write_text(json.dumps({"admin": password}))
     ensure_database(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
-    subprocess.run(_airflow("db", "migrate"), env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "oasis_ops.pools"], env=env, check=True)
+    subprocess.run(airflow_command("db", "migrate"), env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "oasis_ops.deploy.pools"], env=env, check=True)
     pids = {service.name: _start(service, env) for service in _registry_services()}
     _save_pids(pids)
     logs = state_dir() / "logs"
@@ -153,43 +137,20 @@ def up(timeout: float = 180) -> int:
 
 
 def down(timeout: float = 30) -> int:
-    """Stop every service started by :func:`up` (its whole process group)."""
+    """Stop every service started by :func:`up` and every process it started."""
     pids = _pids()
     if not pids:
         print("Nothing to stop.")
         return 0
     for pid in pids.values():
-        _stop(pid, signal.SIGTERM, timeout)
+        stop_tree(pid, signal.SIGTERM, timeout)
     (state_dir() / "pids.json").unlink()
     print(f"Stopped: {', '.join(pids)}")
     return 0
 
 
-def _signal(pid: int, sig: int) -> bool:
-    """Send ``sig`` to the process group ``pid`` leads; False if none of it is left."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _stop(pid: int, sig: signal.Signals, timeout: float) -> None:
-    """Send ``sig`` to the group, wait for all of it to exit, SIGKILL what is left after ``timeout``."""
-    _signal(pid, sig)
-    deadline = time.monotonic() + timeout
-    while _signal(pid, 0):
-        try:
-            os.waitpid(pid, os.WNOHANG)  # reap it if this process started it
-        except ChildProcessError:
-            pass
-        if time.monotonic() > deadline:
-            _signal(pid, signal.SIGKILL)
-        time.sleep(0.5)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m oasis_ops.celery_local", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m oasis_ops.deploy.celery_local", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["up", "down", "restart"])
     parser.add_argument("service", nargs="?", help="for restart: a service name, e.g. scheduler")
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ relative to the model root, as in the registry's layout::
 
 Every random draw is seeded from the spec, so a spec always gives byte-identical files.
 
-CLI: ``python -m oasis_ops.synthetic --out DIR [--locations N --events N ...] [--force]``.
+CLI: ``python -m oasis_ops.tools.synthetic --out DIR [--locations N --events N ...] [--force]``.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def _postal_code(areaperil_id: int) -> str:
 def _write_keys_data(keys_data: Path, spec: SyntheticModelSpec, classes: Sequence[tuple[int, int]]) -> None:
     """Lookup by merges only (no geometry): PostalCode -> areaperil, class and coverage -> vulnerability."""
     areaperil_ids = np.arange(1, spec.areaperils + 1)
-    pd.DataFrame({"POSTALCODE": [_postal_code(a) for a in areaperil_ids], "AREA_PERIL_ID": areaperil_ids}).to_csv(
+    pd.DataFrame({"POSTALCODE": [_postal_code(int(a)) for a in areaperil_ids], "AREA_PERIL_ID": areaperil_ids}).to_csv(
         keys_data / "areaperil_dict.csv", index=False
     )
     rows = [
@@ -374,7 +374,7 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m oasis_ops.synthetic", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m oasis_ops.tools.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="model root to write")
     parser.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
     for spec_field in dataclasses.fields(SyntheticModelSpec):

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.bench`` (see the README)."""

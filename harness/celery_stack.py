@@ -1,0 +1,98 @@
+"""The production stack (``oasis_ops.deploy.stack``) started by the product's own launcher, as
+``make celery-up`` does: api-server, scheduler, dag-processor, triggerer and a v1 and a v2 Celery
+worker per model, on PostgreSQL and Redis on localhost. Each stack gets its own database and Redis
+database, so that it starts from nothing and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from harness.airflow_home import REPO, clean_environ, write_airflow_cfg
+from harness.local_stack import free_port
+from harness.rest import RestClient
+
+POSTGRES = "postgresql+psycopg2://postgres@localhost:5432"
+LAUNCHER = "oasis_ops.deploy.celery_local"
+
+
+class CeleryStack:
+    """A Celery stack serving ``registry``'s models on ``storage``, its state in ``base``."""
+
+    def __init__(self, base: Path, registry: Path, storage: Path, password: str, redis_db: int = 7) -> None:
+        self.base, self.registry, self.storage, self.password, self.redis_db = base, registry, storage, password, redis_db
+        self.port, self.database = free_port(), f"oasis_test_{uuid.uuid4().hex[:8]}"
+        self.env = clean_environ() | {
+            "AIRFLOW_HOME": str(self.home),
+            "PYTHONPATH": str(REPO / "plugins"),
+            "OASIS_MODEL_REGISTRY": str(registry),
+            "OASIS_STORAGE_ROOT": str(storage),
+            "OASIS_ADMIN_PASSWORD": password,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{POSTGRES}/{self.database}",
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://localhost:6379/{redis_db}",
+            "AIRFLOW__API__PORT": str(self.port),
+            # A lost worker's task is noticed within seconds rather than the default 5 minutes.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        }
+
+    @property
+    def home(self) -> Path:
+        return self.base / "airflow"
+
+    @property
+    def rest(self) -> RestClient:
+        return RestClient(f"http://localhost:{self.port}", self.password)
+
+    def launcher(self, *args: str) -> subprocess.CompletedProcess:
+        """``python -m oasis_ops.deploy.celery_local <args>`` (what ``make celery-up`` runs) in this stack's environment."""
+        result = subprocess.run([sys.executable, "-m", LAUNCHER, *args], env=self.env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{LAUNCHER} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def up(self) -> None:
+        """An empty Redis database, the embedded ``airflow.cfg``, then ``celery_local up`` (database, pools, services)."""
+        subprocess.run(["redis-cli", "-n", str(self.redis_db), "flushdb"], check=True, capture_output=True)
+        write_airflow_cfg(self.home, self.env)
+        self.launcher("up")
+
+    def down(self) -> None:
+        """``celery_local down``, then drop the stack's database."""
+        try:
+            self.launcher("down")
+        finally:
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
+            with engine.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
+            engine.dispose()
+
+    def add_worker(self, name: str, queue: str, concurrency: int) -> None:
+        """One more Celery worker on ``queue``, as ``docker compose --scale`` would add, through the launcher's own code."""
+        command = ("celery", "worker", "--queues", queue, "--concurrency", str(concurrency))
+        code = (
+            "from oasis_ops.deploy.celery_local import start_service\n"
+            "from oasis_ops.deploy.stack import Service\n"
+            f"start_service(Service({name!r}, {command!r}, {queue!r}, {concurrency}))"
+        )
+        subprocess.run([sys.executable, "-c", code], env=self.env, check=True, timeout=120)
+
+    def restart(self, service: str) -> None:
+        self.launcher("restart", service)
+
+    def pids(self) -> dict[str, int]:
+        """Service name -> process group id, as the launcher recorded them."""
+        return json.loads((self.home / "celery" / "pids.json").read_text())
+
+    def kill(self, service: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal a service's whole process group (a worker and the task processes it forked)."""
+        os.killpg(self.pids()[service], sig)
+
+    def log(self, service: str) -> str:
+        return (self.home / "celery" / "logs" / f"{service}.log").read_text()

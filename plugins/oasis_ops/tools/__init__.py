@@ -1,0 +1,1 @@
+"""Command-line tools: the synthetic model generator, ``make demo`` and loss summaries."""
