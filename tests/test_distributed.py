@@ -45,7 +45,7 @@ def test_collect_keys_orders_rows_the_same_however_the_lookup_was_split(tmp_path
     assert (whole / "keys.csv").read_bytes() == (split / "keys.csv").read_bytes()
     ordered = pd.read_csv(whole / "keys.csv")
     # Numeric ids sort as numbers (2 < 3 < 10), not as text.
-    assert list(zip(ordered.LocID, ordered.PerilID, ordered.CoverageTypeID)) == [
+    assert list(zip(ordered.LocID, ordered.PerilID, ordered.CoverageTypeID, strict=True)) == [
         (2, "WSS", 1), (2, "WSS", 3), (3, "WTC", 1), (10, "WSS", 1), (10, "WTC", 1)
     ]
     assert not (whole / "keys-errors.csv").exists()  # no chunk had errors

@@ -97,14 +97,13 @@ def test_kubernetes_objects_are_distinct_and_select_only_their_own_pods(two_piwi
 def test_services_refuse_two_models_whose_workers_would_share_a_name(tmp_path, piwind_root):
     """One service name would be one container (compose) or one process (the launcher): an error.
 
-    Version ``1-v2``'s v1 worker is named like version ``1``'s v2 worker, and the registry lets both in.
+    Built directly (the registry refuses it, see below): version ``1-v2``'s v1 worker is named like
+    version ``1``'s v2 worker.
     """
-    registry = load_registry(
-        write_registry(tmp_path / "r.yaml", piwind_entry(model_id="M"), piwind_entry(model_id="M", version_id="1-v2"))
-    )
-    assert [m.key for m in registry.models] == ["OasisLMF/M/1", "OasisLMF/M/1-v2"]
+    (model,) = load_registry(write_registry(tmp_path / "r.yaml", piwind_entry(model_id="M"))).models
+    clash = Registry(tmp_path / "r.yaml", (model, replace(model, version_id="1-v2")), ())
     with pytest.raises(ValueError, match=r"^services \['worker-oasislmf-m-1-v2'\] would be named alike; give the models distinct ids$"):
-        services(registry)
+        services(clash)
 
 
 def test_services_refuse_models_the_registry_would_not_load_together(two_piwinds):
@@ -113,3 +112,13 @@ def test_services_refuse_models_the_registry_would_not_load_together(two_piwinds
     clash = Registry(two_piwinds, (replace(model, model_id="PiWind"), replace(model, model_id="piwind")), ())
     with pytest.raises(ValueError, match=r"^services \['worker-oasislmf-piwind-1', 'worker-oasislmf-piwind-1-v2'\] would be named alike"):
         services(clash)
+
+
+def test_a_model_whose_v1_queue_is_another_models_v2_queue_is_a_registry_error(tmp_path: Path, piwind_root: Path):
+    registry = load_registry(
+        write_registry(tmp_path / "registry.yaml", piwind_entry(model_id="M", version_id="1"), piwind_entry(model_id="M", version_id="1-v2"))
+    )
+    assert [m.key for m in registry.models] == ["OasisLMF/M/1"]
+    (error,) = registry.errors
+    assert error.entry.endswith("models[1] (OasisLMF/M/1-v2)")
+    assert error.reason.startswith("its DAG id or queue OasisLMF-M-1-v2 is already taken by ")

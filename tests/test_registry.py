@@ -90,7 +90,7 @@ def test_a_broken_entry_is_reported_and_the_others_still_load(tmp_path):
             f"{tmp_path / 'badchunk' / 'meta-data' / 'chunking_configuration.json'}: fixed_analysis_chunks must be an integer >= 1, got 0",
         ),
         (f"{path} models[4]", "missing field(s) ['version_id']"),
-        (f"{path} models[5] (A/Good/1)", f"its DAG id a_good_1_v1 is already taken by {path} models[0] (A/Good/1)"),
+        (f"{path} models[5] (A/Good/1)", f"its DAG id or queue a_good_1_v1 is already taken by {path} models[0] (A/Good/1); give it distinct ids"),
     ]
     # The JSON parser's own words follow; the reason names the file and the problem first.
     bad_json = registry.errors[2]

@@ -93,7 +93,7 @@ def test_a_failed_publish_keeps_the_earlier_outputs(storage, tmp_path, monkeypat
         original_move(source, target)
 
     monkeypatch.setattr(storage_module, "_move", failing_move)
-    with pytest.raises(OSError, match="^disk on fire$"):
+    with pytest.raises(OSError, match=exactly("disk on fire")):
         storage.publish(new, dest)
     assert (dest / "gul.csv").read_text() == "old"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["output"]

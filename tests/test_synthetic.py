@@ -18,11 +18,11 @@ from oasis_ops.config import OasisConfig
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(OasisConfig.from_env().numba_cache_dir))
 
-from ods_tools.oed import OedExposure  # noqa: E402
-from ods_tools.oed.common import DEFAULT_VALIDATION_CONFIG  # noqa: E402
-from ods_tools.oed.settings import AnalysisSettingHandler, ModelSettingHandler  # noqa: E402
+from ods_tools.oed import OedExposure
+from ods_tools.oed.common import DEFAULT_VALIDATION_CONFIG
+from ods_tools.oed.settings import AnalysisSettingHandler, ModelSettingHandler
 
-from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model, main  # noqa: E402
+from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model, main
 
 TINY = SyntheticModelSpec(locations=12, events=7, areaperils=5, vulnerabilities=3, intensity_bins=4, damage_bins=5,
                           samples=2, periods=20, locations_per_account=5)

@@ -192,7 +192,9 @@ def load_registry(path: Path) -> Registry:
         return Registry(path, (), (RegistryError(str(path), "expected a top-level 'models:' list"),))
     models: list[Model] = []
     errors: list[RegistryError] = []
-    dag_ids: dict[str, str] = {}
+    #: Every name a model's DAGs, queues, pools and workers take (both modes), lower-cased as the
+    #: slugs are -> the entry that took it: two models must not share one.
+    taken: dict[str, str] = {}
     for index, entry in enumerate(entries):
         name = f"{path} models[{index}]"
         if isinstance(entry, Mapping) and all(entry.get(k) for k in REQUIRED_KEYS[:3]):
@@ -202,10 +204,11 @@ def load_registry(path: Path) -> Registry:
         except OasisInputError as exc:
             errors.append(RegistryError(name, str(exc)))
             continue
-        clash = dag_ids.get(model.dag_id(Mode.V1))
+        names = {label: slug(label, "_") for mode in Mode for label in (model.dag_id(mode), model.queue(mode))}
+        clash = next(((label, taken[key]) for label, key in names.items() if key in taken), None)
         if clash:
-            errors.append(RegistryError(name, f"its DAG id {model.dag_id(Mode.V1)} is already taken by {clash}"))
+            errors.append(RegistryError(name, f"its DAG id or queue {clash[0]} is already taken by {clash[1]}; give it distinct ids"))
             continue
-        dag_ids[model.dag_id(Mode.V1)] = name
+        taken.update(dict.fromkeys(names.values(), name))
         models.append(model)
     return Registry(path, tuple(models), tuple(errors))

@@ -43,7 +43,7 @@ def _sql_literal(text: str) -> str:
 def worker_name(model: Model, mode: Mode) -> str:
     """The model's worker name as a DNS label (``OasisLMF-PiWind-1-v2`` -> ``oasislmf-piwind-1-v2-worker``).
 
-    Unique per model: the registry rejects models whose ids differ only where this name does.
+    Unique per model: the registry refuses a model whose DAG ids or queues another one already takes.
     """
     name = model.worker_name(mode) + "-worker"
     if not _DNS_LABEL.fullmatch(name):

@@ -52,11 +52,15 @@ def stage_run(model: Model, request: RunRequest, storage: Storage, work: Path) -
 
 
 def write_settings(request: RunRequest, work: Path) -> Path | None:
-    """The run's analysis settings as the JSON file oasislmf reads (``None`` if it has none)."""
+    """The run's analysis settings as the JSON file oasislmf reads (``None`` if it has none).
+
+    Keys sorted: the conf's key order depends on where the run came from (PostgreSQL stores it as
+    JSONB, which reorders keys), and the file is copied into ``output/``, which must not depend on it.
+    """
     if not request.analysis_settings:
         return None
     path = work / "analysis_settings.json"
-    path.write_text(json.dumps(request.analysis_settings, indent=2))
+    path.write_text(json.dumps(request.analysis_settings, indent=2, sort_keys=True))
     return path
 
 
