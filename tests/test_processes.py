@@ -153,3 +153,39 @@ def test_nothing_the_task_started_outlives_it_orphans_included(tmp_path):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, (
             f"process {pid} outlived its task"
         )
+
+
+def test_a_pipeline_tool_killed_before_it_finished_fails_the_task_naming_it(tmp_path):
+    """A ``gulmc`` killed before opening its output pipe leaves the next tool waiting for ever: the
+    task must not wait with it. A tool that logged ``finishing process`` may end as it likes."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool, body in (("fmpy", 'echo "finishing process" > log/fmpy_$$_x.log'), ("gulmc", 'echo "starting process" > log/gulmc_$$_x.log; sleep 60')):
+        (tools / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (tools / tool).chmod(0o755)
+    (tmp_path / "run" / "log").mkdir(parents=True)
+    result = run_python(
+        f"""
+        import os, signal, subprocess, time
+        from oasis_ops.execution.processes import ChildProcessDied, task_processes
+
+        started = time.monotonic()
+        try:
+            with task_processes():
+                subprocess.run(["{tools / 'fmpy'}"], cwd="run", check=True)  # ends after logging that it finished
+                script = subprocess.Popen(["sh", "-c", "{tools / 'gulmc'} & wait"], cwd="run")
+                time.sleep(1.5)
+                print("an ended tool that finished is fine", flush=True)
+                gulmc = [p for p in __import__("psutil").Process().children(recursive=True) if p.name() == "gulmc"][0]
+                os.kill(gulmc.pid, signal.SIGKILL)
+                script.wait(timeout=60)  # the script has nothing left to wait for: a pipeline stuck on its pipe
+                time.sleep(60)
+        except ChildProcessDied as exc:
+            print(f"died after {{time.monotonic() - started:.1f}} s: {{exc}}")
+        """,
+        cwd=tmp_path,
+    )
+    assert "an ended tool that finished is fine" in result.stdout, result.stdout + result.stderr
+    assert "died after" in result.stdout, result.stdout + result.stderr
+    assert float(result.stdout.split("died after ")[1].split(" s")[0]) < 10
+    assert "loss pipeline process gulmc (pid " in result.stdout and "ended without finishing (killed?)" in result.stdout

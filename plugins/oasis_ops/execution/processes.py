@@ -13,13 +13,14 @@ wraps every task body and keeps three promises:
   flushes its queues: the lookup's results are lost and the task waits for them forever. The
   registries are emptied of processes that are not this process' children, as ``multiprocessing``
   itself does in the processes it starts.
-* **A dead pool process fails the task.** oasislmf's process pool waits for its processes' results
-  without end: one killed (the OOM killer, a ``kill -9``) or exiting with an error would hang the
-  task. A watchdog peeks at the exit status of the task's ``multiprocessing`` children (without
-  reaping them) and interrupts the task with :class:`ChildProcessDied`, naming the process and how
-  it died. (Commands run with ``subprocess``, such as the loss pipelines' shell scripts, are waited
-  for by their caller, which sees their failures; oasislmf's scripts stop their pipelines themselves,
-  killing some of their own helpers on the way, so a killed descendant is no sign of failure.)
+* **A dead child fails the task.** oasislmf's process pool waits for its processes' results without
+  end, and a loss pipeline whose ``gulmc`` dies before opening its output pipe leaves the next tool
+  waiting on the pipe, and the script with it, for ever. A watchdog interrupts the task with
+  :class:`ChildProcessDied`, naming the process and how it died, when a ``multiprocessing`` child of
+  the task is killed or exits with an error (it peeks at their exit status without reaping them), or
+  when a pipeline tool (``gulmc``, ``fmpy``, ...) ends without logging that it finished, as each
+  does. (Other commands are their callers' business: oasislmf's scripts kill some of their own
+  helpers when they stop, so a killed descendant alone is no sign of failure.)
 * **Nothing left behind.** The task process is a child subreaper, so that a pipeline orphaned by
   its shell stays its descendant; whatever it started is terminated when the task ends, however
   it ends (success, failure, timeout, ``on_kill``).
@@ -35,6 +36,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 
@@ -45,6 +47,10 @@ _PR_SET_CHILD_SUBREAPER = 36
 #: The signal the watchdog interrupts the task's main thread with (Airflow's task runner leaves it alone).
 _INTERRUPT = signal.SIGUSR1
 _POLL_SECONDS = 0.5
+#: oasislmf's pipeline tools: each logs ``finishing process`` to ``log/[<part>/]<tool>_<pid>_*.log`` in its
+#: run folder as it ends (oasislmf's own scripts check the same).
+PIPELINE_TOOLS = frozenset(("evepy", "modelpy", "gulpy", "gulmc", "fmpy", "summarypy", "plapy", "katpy", "eltpy", "pltpy", "aalpy", "lecpy"))
+_FINISHED = b"finishing process"
 _TERMINATE_GRACE_SECONDS = 5.0
 
 
@@ -107,16 +113,39 @@ class _Watchdog(threading.Thread):
         self.main_thread_id = main_thread_id
         self.stopped = threading.Event()
         self.death: str | None = None
+        #: pid -> (tool, run folder) of the pipeline tools seen running.
+        self._tools: dict[int, tuple[str, str]] = {}
 
     def run(self) -> None:
         while not self.stopped.wait(_POLL_SECONDS):
-            for pid, name in _multiprocessing_children().items():
-                status = _exit_status(pid)
-                how = _how_it_died(status) if status else None
-                if how and not self.stopped.is_set():
-                    self.death = f"child process {name} (pid {pid}) {how}"
-                    signal.pthread_kill(self.main_thread_id, _INTERRUPT)
-                    return
+            death = self._dead_pool_process() or self._dead_pipeline_tool()
+            if death and not self.stopped.is_set():
+                self.death = death
+                signal.pthread_kill(self.main_thread_id, _INTERRUPT)
+                return
+
+    def _dead_pool_process(self) -> str | None:
+        for pid, name in _multiprocessing_children().items():
+            status = _exit_status(pid)
+            how = _how_it_died(status) if status else None
+            if how:
+                return f"child process {name} (pid {pid}) {how}"
+        return None
+
+    def _dead_pipeline_tool(self) -> str | None:
+        running = set()
+        for process in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if process.status() != psutil.STATUS_ZOMBIE and process.name() in PIPELINE_TOOLS:
+                    running.add(process.pid)
+                    if process.pid not in self._tools:
+                        self._tools[process.pid] = (process.name(), process.cwd())
+        for pid in [pid for pid in self._tools if pid not in running]:
+            tool, folder = self._tools.pop(pid)
+            logs = list(Path(folder, "log").rglob(f"{tool}_{pid}_*.log"))
+            if not any(_FINISHED in log.read_bytes() for log in logs):
+                return f"loss pipeline process {tool} (pid {pid}) ended without finishing (killed?); its log: {logs[0] if logs else 'none'}"
+        return None
 
 
 def _terminate(processes: list[psutil.Process]) -> list[psutil.Process]:
