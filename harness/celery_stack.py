@@ -56,10 +56,14 @@ class CeleryStack:
         return result
 
     def up(self) -> None:
-        """An empty Redis database, the embedded ``airflow.cfg``, then ``celery_local up`` (database, pools, services)."""
+        """An empty Redis database, the embedded ``airflow.cfg``, then ``make celery-up`` as a user runs
+        it (the launcher creates and migrates the stack's database, which does not exist yet)."""
         subprocess.run(["redis-cli", "-n", str(self.redis_db), "flushdb"], check=True, capture_output=True)
         write_airflow_cfg(self.home, self.env)
-        self.launcher("up")
+        result = subprocess.run(
+            ["make", "celery-up", f"AIRFLOW_HOME={self.home}"], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, f"make celery-up failed:\n{result.stdout}\n{result.stderr}"
 
     def down(self) -> None:
         """``celery_local down``, then drop the stack's database."""

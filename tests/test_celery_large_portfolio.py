@@ -1,15 +1,13 @@
 """A real-size portfolio on the Celery stack (PostgreSQL, Redis, ``make celery-up`` on a database that
 does not exist yet): big enough that oasislmf's keys lookup starts its own process pool inside the
 task, which Airflow forks from a Celery pool process. v1 and v2 (one keys chunk: the lookup's pool;
-several: one lookup per chunk) finish with outputs identical to the LocalExecutor's; a killed
-pipeline process fails its attempt at once, and the retry succeeds; ``make celery-down`` stops every
+several: one lookup per chunk) finish with outputs identical to the LocalExecutor's; ``make celery-down`` stops every
 process the stack started, and after ``make celery-up`` the task lost with its worker frees its slot."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -101,26 +99,6 @@ def pipeline_processes(root_pid: int, tools: tuple[str, ...] = PIPELINE_TOOLS) -
         except psutil.Error:
             continue
     return found
-
-
-def test_a_killed_pipeline_process_fails_its_attempt_at_once_and_the_retry_succeeds(stack, workspace, local_executor_output):
-    stack.rest.trigger(V1, "killed-gulmc", conf(workspace, "killed-gulmc"))
-    victims = poll_until(lambda: pipeline_processes(stack.pids()[V1_WORKER], ("gulmc",)), 300, "no gulmc of the v1 run started", 0.1)
-    for victim in victims:  # as the OOM killer would
-        victim.send_signal(signal.SIGKILL)
-
-    def first_attempt_over() -> dict | None:
-        (task,) = stack.rest.task_instances(V1, "killed-gulmc")
-        return task if task["try_number"] >= 2 or task["state"] in ("up_for_retry", "failed") else None
-
-    poll_until(first_attempt_over, 120, lambda: f"attempt 1 still {stack.rest.task_instances(V1, 'killed-gulmc')}", 1)
-    log = (stack.home / "logs" / f"dag_id={V1}" / "run_id=killed-gulmc" / "task_id=run_analysis" / "attempt=1.log").read_text()
-    assert "Kernel execution error: non-zero exit code" in log, log[-3000:]
-    # The retry runs the analysis again from scratch, with the same results.
-    assert stack.rest.wait(V1, "killed-gulmc") == "success"
-    (task,) = stack.rest.task_instances(V1, "killed-gulmc")
-    assert task["try_number"] == 2
-    assert_same_files(local_executor_output, stack.storage / "analyses" / "killed-gulmc" / "output")
 
 
 def test_celery_down_stops_everything_and_a_task_lost_with_its_worker_frees_its_slot(stack, workspace):

@@ -189,3 +189,30 @@ def test_a_pipeline_tool_killed_before_it_finished_fails_the_task_naming_it(tmp_
     assert "died after" in result.stdout, result.stdout + result.stderr
     assert float(result.stdout.split("died after ")[1].split(" s")[0]) < 10
     assert "loss pipeline process gulmc (pid " in result.stdout and "ended without finishing (killed?)" in result.stdout
+
+
+def test_a_sigterm_stops_the_task_body_after_airflows_handler_and_its_pipeline(tmp_path):
+    """oasislmf's scripts exit 0 on SIGTERM: the step must not carry on as if its pipeline had finished."""
+    result = run_python(
+        """
+        import os, signal, subprocess, threading, time
+        from oasis_ops.execution.processes import TaskStopped, task_processes
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: print("airflow's handler ran", flush=True))
+        threading.Timer(1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        try:
+            with task_processes():
+                pipeline = subprocess.Popen(["sleep", "300"])
+                print("pipeline", pipeline.pid, flush=True)
+                pipeline.wait()
+                print("RESULT PUBLISHED", flush=True)
+        except TaskStopped as exc:
+            print(f"stopped: {exc}", flush=True)
+        """,
+        cwd=tmp_path,
+    )
+    assert "airflow's handler ran" in result.stdout, result.stdout + result.stderr
+    assert "stopped: the task was stopped (SIGTERM); nothing of this attempt is published" in result.stdout
+    assert "RESULT PUBLISHED" not in result.stdout
+    pid = int(result.stdout.split("pipeline ")[1].split()[0])
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -21,9 +21,11 @@ wraps every task body and keeps three promises:
   when a pipeline tool (``gulmc``, ``fmpy``, ...) ends without logging that it finished, as each
   does. (Other commands are their callers' business: oasislmf's scripts kill some of their own
   helpers when they stop, so a killed descendant alone is no sign of failure.)
-* **Nothing left behind.** The task process is a child subreaper, so that a pipeline orphaned by
-  its shell stays its descendant; whatever it started is terminated when the task ends, however
-  it ends (success, failure, timeout, ``on_kill``).
+* **Nothing left behind, nothing published after a stop.** The task process is a child subreaper,
+  so that a pipeline orphaned by its shell stays its descendant; whatever it started is terminated
+  when the task ends, however it ends. A SIGTERM (the run marked failed or cancelled, the worker
+  shutting down) raises :class:`TaskStopped` in the task after Airflow's own handler ran: oasislmf's
+  scripts exit 0 on SIGTERM, and the step would otherwise publish a half-computed result.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -56,6 +59,11 @@ _TERMINATE_GRACE_SECONDS = 5.0
 
 class ChildProcessDied(RuntimeError):
     """A process the task started died abnormally; the task fails (and may be retried) at once."""
+
+
+class TaskStopped(BaseException):
+    """The task was told to stop (SIGTERM): a BaseException, so that no ``except Exception`` in
+    oasislmf carries on to publish what its stopped pipelines left."""
 
 
 def _registries() -> list[set]:
@@ -176,15 +184,21 @@ def task_processes() -> Iterator[None]:
     _become_subreaper()
     earlier = frozenset(p.pid for p in psutil.Process().children(recursive=True))
     watchdog: _Watchdog | None = None
-    previous = None
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         watchdog = _Watchdog(threading.get_ident())
 
-        def interrupted(signum: int, frame: object) -> None:
+        def interrupted(signum: int, frame: Any) -> None:
             if watchdog is not None and watchdog.death and not watchdog.stopped.is_set():
                 raise ChildProcessDied(f"{watchdog.death}; the task stops here (see the log above for its last output)")
 
-        previous = signal.signal(_INTERRUPT, interrupted)
+        def terminated(signum: int, frame: Any) -> None:
+            handler = previous[signal.SIGTERM]
+            if callable(handler):
+                handler(signum, frame)  # Airflow's: the operator's on_kill
+            raise TaskStopped("the task was stopped (SIGTERM); nothing of this attempt is published")
+
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, terminated), _INTERRUPT: signal.signal(_INTERRUPT, interrupted)}
         watchdog.start()
     try:
         yield
@@ -192,5 +206,6 @@ def task_processes() -> Iterator[None]:
         if watchdog is not None:
             watchdog.stopped.set()
             watchdog.join()
-            signal.signal(_INTERRUPT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         terminate_descendants(keep=earlier)

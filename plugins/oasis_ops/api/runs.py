@@ -1,0 +1,134 @@
+"""Starting and cancelling an analysis' DAG runs from the api-server, as Airflow's own REST API does."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from oasis_ops.api.records import AnalysisRecord, RunRecord, records
+from oasis_ops.config import OasisConfig
+from oasis_ops.constants import Mode
+from oasis_ops.registry import Model
+from oasis_ops.storage import Storage
+
+log = logging.getLogger(__name__)
+#: Longest a cancelled run's intermediate files are watched for removal (its tasks stop within seconds).
+CANCEL_GRACE_SECONDS = 120
+#: How long a cancelled run's intermediate files must stay gone before they are deemed removed: more
+#: than a stopping task takes (a heartbeat interval, then SIGINT, SIGTERM, SIGKILL 5 s apart).
+CANCEL_QUIET_SECONDS = 30
+
+
+def trigger(analysis: AnalysisRecord, model: Model, mode: Mode, action: str, conf: Mapping[str, Any], user: str) -> RunRecord:
+    """Create the DAG run (queued) and record it for the analysis; returns the new run record."""
+    from airflow.api_fastapi.common.dagbag import create_dag_bag, get_latest_version_of_dag
+    from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    dag_id = model.dag_id(mode)
+    run_id = f"oasis_api__{analysis.id}__{action}__{uuid.uuid4().hex[:8]}"
+    with create_session() as session:
+        dag = get_latest_version_of_dag(create_dag_bag(), dag_id, session)
+        # As POST /api/v2/dags/{dag_id}/dagRuns: the conf is validated against the DAG's params.
+        params = TriggerDAGRunPostBody(dag_run_id=run_id, logical_date=None, conf=dict(conf)).validate_context(dag)
+        dag.create_dagrun(
+            run_id=params["run_id"],
+            logical_date=params["logical_date"],
+            data_interval=params["data_interval"],
+            run_after=params["run_after"],
+            conf=params["conf"],
+            run_type=DagRunType.MANUAL,
+            triggered_by=DagRunTriggeredByType.REST_API,
+            triggering_user_name=user,
+            state=DagRunState.QUEUED,
+            partition_key=params["partition_key"],
+            partition_date=params["partition_date"],
+            session=session,
+        )
+    records().add_run(analysis.id, mode.value, action, dag_id, run_id)
+    return records().analysis(analysis.id).runs[0]  # type: ignore[union-attr]
+
+
+def cancel(run: RunRecord, storage_id: str) -> None:
+    """Mark the DAG run failed (Airflow stops its running tasks: their processes within seconds) and
+    record the cancellation; once no task of it runs, its intermediate files are removed (a
+    cancelled run is not a failure to resume)."""
+    from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, State, TaskInstanceState
+    from sqlalchemy import or_, select
+
+    records().mark_cancelled(run)
+    with create_session() as session:
+        dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == run.dag_id, DagRun.run_id == run.run_id))
+        if dag_run is not None and dag_run.state not in ("success", "failed"):
+            from airflow.api_fastapi.common.dagbag import create_dag_bag, get_latest_version_of_dag
+
+            dag = get_latest_version_of_dag(create_dag_bag(), run.dag_id, session)
+            set_dag_run_state_to_failed(dag=dag, run_id=run.run_id, commit=True, session=session)
+            # Airflow leaves teardown tasks (v2's cleanup) to run, and the run open until they end, which
+            # then ends as they do: success. A cancelled run ends failed now, its teardown skipped or
+            # stopped; the intermediate files the teardown would keep after a failure are removed below.
+            left = session.scalars(
+                select(TaskInstance).where(
+                    TaskInstance.dag_id == run.dag_id,
+                    TaskInstance.run_id == run.run_id,
+                    or_(TaskInstance.state.is_(None), TaskInstance.state.not_in(State.finished)),
+                )
+            ).all()
+            for ti in left:
+                stopped = ti.state in (TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED, TaskInstanceState.RESTARTING)
+                ti.set_state(TaskInstanceState.FAILED if stopped else TaskInstanceState.SKIPPED, session=session)
+            dag_run.set_state(DagRunState.FAILED)
+            session.merge(dag_run)
+    threading.Thread(target=_remove_intermediates, args=(run, storage_id), daemon=True, name="oasis-cancel").start()
+
+
+def _remove_intermediates(run: RunRecord, storage_id: str) -> None:
+    """Remove the cancelled run's intermediate files (and its analysis' folder of them once empty).
+
+    Marking the run failed ends its task instances at once, but their processes stop only when their
+    next heartbeat is refused (seconds later) and, while they stop, write logs into these files: so
+    they are removed again until nothing has reappeared for :data:`CANCEL_QUIET_SECONDS`."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    from oasis_ops.params import default_analysis_id
+
+    deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        with create_session() as session:
+            running = session.scalar(
+                select(func.count()).select_from(TaskInstance).where(
+                    TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id, TaskInstance.state == "running"
+                )
+            )
+        if not running:
+            break
+        time.sleep(2)
+    intermediate = Storage(OasisConfig.from_env().storage_root).root / ".intermediate" / storage_id / default_analysis_id(run.run_id)
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < CANCEL_QUIET_SECONDS:
+        try:
+            if intermediate.exists():
+                intermediate.fs.rm(intermediate.path, recursive=True)
+                log.info("Cancelled run %s: removed %s", run.run_id, intermediate)
+                quiet_since = time.monotonic()
+        except OSError as exc:  # a stopping task was writing into it: next round
+            log.warning("Cancelled run %s: could not remove %s yet: %s", run.run_id, intermediate, exc)
+            quiet_since = time.monotonic()
+        time.sleep(1)
+    parent = intermediate.parent
+    with contextlib.suppress(OSError):  # not empty: a new run of the analysis started meanwhile
+        if parent.exists() and not any(parent.iterdir()):
+            parent.rmdir()
