@@ -21,11 +21,29 @@ POSTGRES = "postgresql+psycopg2://postgres@localhost:5432"
 LAUNCHER = "oasis_ops.deploy.celery_local"
 
 
+#: The key by which a stack claims its Redis database until ``down()``.
+CLAIM = "oasis-test-stack"
+
+
+def _redis(db: int, *command: str) -> str:
+    return subprocess.run(["redis-cli", "-n", str(db), *command], check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def unused_redis_db() -> int:
+    """An empty Redis database (1-15; 0 is left to the developer's own use), claimed at once: two
+    stacks sharing one would consume each other's queued tasks."""
+    for db in range(1, 16):
+        if _redis(db, "dbsize") == "0" and _redis(db, "set", CLAIM, "1", "NX") == "OK":
+            return db
+    raise RuntimeError("every Redis database 1-15 holds keys: stop other stacks or flush one (redis-cli -n <db> flushdb)")
+
+
 class CeleryStack:
     """A Celery stack serving ``registry``'s models on ``storage``, its state in ``base``."""
 
-    def __init__(self, base: Path, registry: Path, storage: Path, password: str, redis_db: int = 7) -> None:
-        self.base, self.registry, self.storage, self.password, self.redis_db = base, registry, storage, password, redis_db
+    def __init__(self, base: Path, registry: Path, storage: Path, password: str, redis_db: int | None = None) -> None:
+        self.base, self.registry, self.storage, self.password = base, registry, storage, password
+        self.redis_db = unused_redis_db() if redis_db is None else redis_db
         self.port, self.database = free_port(), f"oasis_test_{uuid.uuid4().hex[:8]}"
         self.env = clean_environ() | {
             "AIRFLOW_HOME": str(self.home),
@@ -34,7 +52,7 @@ class CeleryStack:
             "OASIS_STORAGE_ROOT": str(storage),
             "OASIS_ADMIN_PASSWORD": password,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"{POSTGRES}/{self.database}",
-            "AIRFLOW__CELERY__BROKER_URL": f"redis://localhost:6379/{redis_db}",
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://localhost:6379/{self.redis_db}",
             "AIRFLOW__API__PORT": str(self.port),
             # A lost worker's task is noticed within seconds rather than the default 5 minutes.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
@@ -46,8 +64,17 @@ class CeleryStack:
         return self.base / "airflow"
 
     @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def oasis_url(self) -> str:
+        """The ``--server-url`` of oasislmf's client."""
+        return f"{self.url}/oasis"
+
+    @property
     def rest(self) -> RestClient:
-        return RestClient(f"http://localhost:{self.port}", self.password)
+        return RestClient(self.url, self.password)
 
     def launcher(self, *args: str) -> subprocess.CompletedProcess:
         """``python -m oasis_ops.deploy.celery_local <args>`` (what ``make celery-up`` runs) in this stack's environment."""
@@ -58,7 +85,8 @@ class CeleryStack:
     def up(self) -> None:
         """An empty Redis database, the embedded ``airflow.cfg``, then ``make celery-up`` as a user runs
         it (the launcher creates and migrates the stack's database, which does not exist yet)."""
-        subprocess.run(["redis-cli", "-n", str(self.redis_db), "flushdb"], check=True, capture_output=True)
+        _redis(self.redis_db, "flushdb")
+        _redis(self.redis_db, "set", CLAIM, "1")
         write_airflow_cfg(self.home, self.env)
         result = subprocess.run(
             ["make", "celery-up", f"AIRFLOW_HOME={self.home}"], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=600
@@ -66,10 +94,11 @@ class CeleryStack:
         assert result.returncode == 0, f"make celery-up failed:\n{result.stdout}\n{result.stderr}"
 
     def down(self) -> None:
-        """``celery_local down``, then drop the stack's database."""
+        """``celery_local down``, then drop the stack's database and free its Redis database."""
         try:
             self.launcher("down")
         finally:
+            _redis(self.redis_db, "flushdb")
             from sqlalchemy import create_engine, text
 
             engine = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")

@@ -1,16 +1,19 @@
 """The production stack on PostgreSQL and Redis, started by ``make celery-up``'s launcher: REST
 triggers with a token, tasks on their model's queues and workers, one job at a time per v1 worker,
-and runs that survive a worker killed mid-chunk and a scheduler restart."""
+oasislmf's own client through the Oasis API, and runs that survive a worker killed mid-chunk and a
+scheduler restart."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from harness.celery_stack import CeleryStack
+from harness.oasis_client import Oasis, api_run, login_file
 from harness.outputs import assert_outputs_match, assert_same_files
-from harness.piwind import CASES, LOCATIONS_10, V1_DAG, V2_DAG, piwind_workspace
+from harness.piwind import CASES, LOCATIONS_10, PIWIND, V1_DAG, V2_DAG, piwind_workspace
 from harness.polling import poll_until
 from harness.rest import RestError
 
@@ -38,8 +41,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, piwind_root: Path):
 @pytest.fixture(scope="module")
 def control_set_v1(stack: CeleryStack) -> Path:
     """PiWind's control set through v1 on the stack, once: the output v2 runs must equal byte for byte."""
+    started = time.monotonic()
     stack.rest.trigger(V1_DAG, "cs-v1", CONTROL_SET.conf("cs-v1"))
     assert stack.rest.wait(V1_DAG, "cs-v1") == "success"
+    print(f"\ncontrol set, v1 triggered over REST: {time.monotonic() - started:.0f} s from trigger to success")
     output = stack.storage / "analyses" / "cs-v1" / "output"
     assert_outputs_match(CONTROL_SET.expected, output)
     return output
@@ -69,6 +74,23 @@ def test_v1_and_v2_over_rest_match_expected_on_their_queues_and_workers(stack, c
             where = f"dag_id={dag_id}/run_id={run_id}/task_id={task['task_id']}/"
             assert where in stack.log(WORKERS[queue])
             assert where not in stack.log(other)
+
+
+def test_oasislmf_api_run_v1_and_v2_equal_the_native_run(stack, control_set_v1, tmp_path):
+    """The real client against the Celery stack's ``/oasis``: each version runs its DAG on its queue."""
+    oasis = Oasis.login(stack.oasis_url, "admin", stack.password)
+    model_id = oasis.model_id("OasisLMF", "PiWind", "1")
+    login = login_file(tmp_path, "admin", stack.password)
+    settings = PIWIND / "analysis_settings" / CONTROL_SET.settings_file
+    v1 = api_run(stack, login, tmp_path / "v1", "v1", model_id, CONTROL_SET.files, settings)
+    v2 = api_run(stack, login, tmp_path / "v2", "v2", model_id, CONTROL_SET.files, settings, "--lookup-chunks", "2", "--analysis-chunks", "2")
+    assert_same_files(control_set_v1, v1.output)
+    assert_same_files(control_set_v1, v2.output)
+    for dag_id, analysis, queue in ((V1_DAG, v1, V1_QUEUE), (V2_DAG, v2, V2_QUEUE)):
+        runs = [r for r in stack.rest.dag_runs(dag_id) if r["conf"].get("analysis_id") == f"oasis-api-{analysis.analysis_id}"]
+        assert {r["state"] for r in runs} == {"success"} and len(runs) == 2  # generate_inputs, then run
+        tasks = [t for r in runs for t in stack.rest.task_instances(dag_id, r["dag_run_id"])]
+        assert {t["queue"] for t in tasks} == {queue}
 
 
 def test_two_v1_runs_on_one_v1_worker_run_one_after_the_other(stack):

@@ -8,13 +8,16 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oasis_ops.api.records import AnalysisRecord, RunRecord, records
 from oasis_ops.config import OasisConfig
 from oasis_ops.constants import Mode
 from oasis_ops.registry import Model
 from oasis_ops.storage import Storage
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
 #: Longest a cancelled run's intermediate files are watched for removal (its tasks stop within seconds).
@@ -57,8 +60,8 @@ def trigger(analysis: AnalysisRecord, model: Model, mode: Mode, action: str, con
 
 
 def cancel(run: RunRecord, storage_id: str) -> None:
-    """Mark the DAG run failed (Airflow stops its running tasks: their processes within seconds) and
-    record the cancellation; once no task of it runs, its intermediate files are removed (a
+    """Record the cancellation and mark the DAG run failed, its open tasks failed or skipped (Airflow
+    stops their processes within seconds); its intermediate files are removed as they stop (a
     cancelled run is not a failure to resume)."""
     from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
     from airflow.models.dagrun import DagRun
@@ -98,24 +101,11 @@ def _remove_intermediates(run: RunRecord, storage_id: str) -> None:
 
     Marking the run failed ends its task instances at once, but their processes stop only when their
     next heartbeat is refused (seconds later) and, while they stop, write logs into these files: so
-    they are removed again until nothing has reappeared for :data:`CANCEL_QUIET_SECONDS`."""
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import func, select
-
+    they are removed again until nothing has reappeared for :data:`CANCEL_QUIET_SECONDS` (at most
+    :data:`CANCEL_GRACE_SECONDS`)."""
     from oasis_ops.params import default_analysis_id
 
     deadline = time.monotonic() + CANCEL_GRACE_SECONDS
-    while time.monotonic() < deadline:
-        with create_session() as session:
-            running = session.scalar(
-                select(func.count()).select_from(TaskInstance).where(
-                    TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id, TaskInstance.state == "running"
-                )
-            )
-        if not running:
-            break
-        time.sleep(2)
     intermediate = Storage(OasisConfig.from_env().storage_root).root / ".intermediate" / storage_id / default_analysis_id(run.run_id)
     quiet_since = time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - quiet_since < CANCEL_QUIET_SECONDS:
@@ -124,11 +114,15 @@ def _remove_intermediates(run: RunRecord, storage_id: str) -> None:
                 intermediate.fs.rm(intermediate.path, recursive=True)
                 log.info("Cancelled run %s: removed %s", run.run_id, intermediate)
                 quiet_since = time.monotonic()
+            _remove_if_empty(intermediate.parent)
         except OSError as exc:  # a stopping task was writing into it: next round
             log.warning("Cancelled run %s: could not remove %s yet: %s", run.run_id, intermediate, exc)
             quiet_since = time.monotonic()
         time.sleep(1)
-    parent = intermediate.parent
-    with contextlib.suppress(OSError):  # not empty: a new run of the analysis started meanwhile
-        if parent.exists() and not any(parent.iterdir()):
-            parent.rmdir()
+
+
+def _remove_if_empty(folder: ObjectStoragePath) -> None:
+    """The analysis' folder of intermediate files once no run has any (a new run may be filling it)."""
+    with contextlib.suppress(OSError):
+        if folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()

@@ -7,6 +7,7 @@ Only what differs from Airflow's defaults is written; Airflow fills in the rest.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -20,9 +21,10 @@ plugins_folder = {root}/plugins
 executor = LocalExecutor
 load_examples = False
 dags_are_paused_at_creation = False
-# v2 runs fan out into many chunk tasks: do not cap them below the chunk count.
+# v2 runs fan out into many chunk tasks: do not cap them below the chunk count (the model's pools do).
 max_active_tasks_per_dag = 256
-parallelism = 64
+# The LocalExecutor starts this many worker processes, idle or not: sized to the machine.
+parallelism = {parallelism}
 
 [database]
 sql_alchemy_conn = sqlite:///{home}/airflow.db
@@ -38,8 +40,13 @@ jwt_secret = {jwt_secret}
 """
 
 
+#: LocalExecutor worker processes per core: tasks mostly wait on their pipelines' processes.
+TASKS_PER_CORE = 4
+
+
 def render(home: Path) -> str:
     return TEMPLATE.format(
+        parallelism=max(8, TASKS_PER_CORE * (os.cpu_count() or 1)),
         root=PROJECT_ROOT,
         home=home.resolve(),
         api_secret=secrets.token_urlsafe(32),
