@@ -44,6 +44,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 
 SCHEMA = "oasis_api"
+#: PostgreSQL advisory lock taken while the records' schema and tables are created.
+DDL_LOCK = 0x0A515A91
 
 
 def _now() -> datetime:
@@ -187,6 +189,10 @@ class Records:
             event.listen(self.engine, "connect", _sqlite_foreign_keys)
         self.metadata, self.models, self.portfolios, self.analyses, self.runs = _tables(schema)
         with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql":
+                # Replicas starting together would race to create the schema and tables ("IF NOT
+                # EXISTS" is no lock): one at a time, for as long as this transaction.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DDL_LOCK})
             if schema:
                 connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             self.metadata.create_all(connection, checkfirst=True)
