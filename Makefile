@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
+CHROMIUM := /usr/bin/chromium
 export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export NUMBA_CACHE_DIR ?= $(HOME)/.cache/oasis_ops/numba
@@ -10,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 # oasislmf orders some input-file columns by set iteration: a fixed hash seed keeps inputs byte-identical.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup pools demo test test-fast lint ui celery-up celery-down compose clean
+.PHONY: setup pools demo test test-fast lint browser ui celery-up celery-down compose clean
 
 setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db pools
 
@@ -53,13 +54,20 @@ compose: setup
 
 # Everything: lint and types, unit tests, end-to-end DAG runs (e2e) and real Airflow stacks (stack);
 # see pyproject.toml.
-test: setup lint
+test: setup lint browser
 	$(BIN)/python -m pytest tests
 
 # ruff (incl. no heavy module-level imports in parse-time code) and mypy on the package.
 lint: $(VENV)/.installed
 	$(BIN)/ruff check plugins dags tests harness bench
 	$(BIN)/mypy
+
+# A real browser for the results page's test (tests/test_results_browser.py): Debian's chromium, which
+# Playwright drives (its own browser download cannot work here). Installed once, as root (as on CI).
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation
 
 # Unit and DAG-parsing tests only: no `airflow dags test` runs, no Airflow services.
 test-fast: setup

@@ -47,7 +47,7 @@ def workspace(tmp_path_factory) -> tuple[Path, Path, Path]:
 @pytest.fixture(scope="module")
 def stack(workspace):
     base, registry, storage = workspace
-    stack = CeleryStack(base / "celery", registry, storage, PASSWORD, redis_db=8)
+    stack = CeleryStack(base / "celery", registry, storage, PASSWORD)
     stack.up()
     yield stack
     stack.down()

@@ -35,7 +35,9 @@ print(json.dumps({
     "heavy": sorted(m for m in ("oasislmf", "numba", "ods_tools", "pandas") if m in sys.modules),
 }))
 """
-PIWIND_DAGS = ["oasislmf_piwind_1_v1", "oasislmf_piwind_1_v2"]
+#: The storage hygiene DAG (``dags/oasis_storage_hygiene.py``) parses beside the models' DAGs.
+HYGIENE_DAG = "oasis_storage_hygiene"
+PIWIND_DAGS = [HYGIENE_DAG, "oasislmf_piwind_1_v1", "oasislmf_piwind_1_v2"]
 
 
 def parse_dags(tmp_path: Path, *entries: dict, **extra_env: str) -> dict:
@@ -128,4 +130,4 @@ def test_a_model_on_the_kubernetes_executor_runs_its_tasks_as_pods_of_its_worker
 def test_models_differing_only_in_punctuation_get_their_own_dags(tmp_path, piwind_entry):
     parsed = parse_dags(tmp_path, piwind_entry | {"model_id": "Pi-Wind"}, piwind_entry | {"model_id": "Pi--Wind"})
     assert parsed["errors"] == {}
-    assert parsed["dags"] == ["oasislmf_pi__wind_1_v1", "oasislmf_pi__wind_1_v2", "oasislmf_pi_wind_1_v1", "oasislmf_pi_wind_1_v2"]
+    assert parsed["dags"] == [HYGIENE_DAG, "oasislmf_pi__wind_1_v1", "oasislmf_pi__wind_1_v2", "oasislmf_pi_wind_1_v1", "oasislmf_pi_wind_1_v2"]

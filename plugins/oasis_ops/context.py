@@ -9,7 +9,7 @@ from typing import Any
 from oasis_ops.config import OasisConfig
 from oasis_ops.params import RunRequest
 from oasis_ops.registry import Model
-from oasis_ops.storage import Storage
+from oasis_ops.storage import Owner, Storage
 
 
 @dataclass(frozen=True)
@@ -26,4 +26,6 @@ class TaskRun:
     def of(cls, model: Model, context: Mapping[str, Any]) -> TaskRun:
         """Raises :class:`~oasis_ops.errors.OasisInputError` when the run's params are bad."""
         request = RunRequest.from_params(context["params"], context["run_id"])
-        return cls(model, request, Storage(OasisConfig.from_env().storage_root), context["run_id"])
+        ti = context["ti"]  # recorded in the folders the task makes, for storage hygiene
+        storage = Storage(OasisConfig.from_env().storage_root, Owner(ti.dag_id, ti.run_id, ti.task_id, ti.map_index))
+        return cls(model, request, storage, context["run_id"])

@@ -52,7 +52,7 @@ def _dag(model: Model, mode: Mode, analysis: ScheduledAnalysis | None, **kwargs:
     queue, title = model.queue(mode), mode.label
     dag_id, schedule, tags = model.dag_id(mode), None, ["oasis", mode.value, model.supplier_id, model.model_id]
     if analysis is not None:
-        dag_id, tags = f"{dag_id}__{analysis.name}", [*tags, "scheduled"]
+        dag_id, tags = model.analysis_dag_id(analysis), [*tags, "scheduled"]
         asset = analysis.asset_uri(Storage(OasisConfig.from_env().storage_root).uri)
         schedule = [Asset(asset)] if asset else analysis.schedule
         title += f", scheduled analysis '{analysis.name}' ({asset or analysis.schedule})"

@@ -52,14 +52,13 @@ def _report_failure(run: TaskRun, context: Mapping[str, Any], exc: BaseException
     import traceback
 
     ti = context["ti"]
-    chunk = f"-{ti.map_index}" if ti.map_index >= 0 else ""
     report = (
-        f"Task {ti.task_id}{f' (chunk {ti.map_index + 1})' if chunk else ''}, try {ti.try_number}, "
+        f"Task {ti.task_id}{f' (chunk {ti.map_index + 1})' if ti.map_index >= 0 else ''}, try {ti.try_number}, "
         f"of DAG run {run.run_id} ({context['dag'].dag_id}) failed:\n{type(exc).__name__}: {exc}\n\n"
         + "".join(traceback.format_exception(exc))
     )
     try:
-        target = run.storage.analysis(run.request.analysis_id).errors(run.run_id) / f"{ti.task_id}{chunk}.txt"
+        target = run.storage.analysis(run.request.analysis_id).error_report(run.run_id, ti.task_id, ti.map_index)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(report)
     except OSError as error:  # the report must not hide the failure it reports

@@ -94,6 +94,11 @@ def default_analysis_id(run_id: str) -> str:
     return safe[:100] or "analysis"
 
 
+def run_analysis_id(params: Mapping[str, Any], run_id: str) -> str:
+    """The analysis a run works for (``analyses/<analysis_id>/``): its ``analysis_id``, else derived from the run id."""
+    return params.get("analysis_id") or default_analysis_id(run_id)
+
+
 @dataclass(frozen=True)
 class RunRequest:
     """What one run was asked to do, with every parameter checked."""
@@ -119,7 +124,7 @@ class RunRequest:
         action = params.get("action") or GENERATE_AND_RUN
         if action not in ACTIONS:
             raise OasisInputError(f"action: {action!r} is not one of {list(ACTIONS)}")
-        analysis_id = params.get("analysis_id") or default_analysis_id(run_id)
+        analysis_id = run_analysis_id(params, run_id)
         if not isinstance(analysis_id, str) or not re.match(ANALYSIS_ID_PATTERN, analysis_id):
             raise OasisInputError(
                 f"analysis_id: {analysis_id!r} is not a safe name; use 1-100 letters, digits, '_', '-' or '.', "

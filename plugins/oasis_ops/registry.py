@@ -68,6 +68,15 @@ class Model:
         """``<supplier>_<model>_<version>_<mode>``, lower-cased, non-alphanumerics as ``_``."""
         return slug(f"{self.supplier_id}_{self.model_id}_{self.version_id}_{mode.value}", "_")
 
+    def analysis_dag_id(self, analysis: ScheduledAnalysis) -> str:
+        """A scheduled analysis' own DAG: ``<the model's DAG id of its mode>__<name>``."""
+        return f"{self.dag_id(analysis.mode)}__{analysis.name}"
+
+    def dags(self) -> dict[str, tuple[Mode, ScheduledAnalysis | None]]:
+        """Every DAG id of the model -> its mode and, for a scheduled analysis' DAG, the analysis."""
+        dags: dict[str, tuple[Mode, ScheduledAnalysis | None]] = {self.dag_id(mode): (mode, None) for mode in Mode}
+        return dags | {self.analysis_dag_id(analysis): (analysis.mode, analysis) for analysis in self.analyses}
+
     def timeout(self, kind: TaskKind) -> timedelta:
         return self.timeouts.get(kind, kind.default_timeout)
 
@@ -105,6 +114,15 @@ class Registry:
             if model.key == key:
                 return model
         raise KeyError(f"model {key!r} is not in the registry {self.path}")
+
+    def dag(self, dag_id: str) -> tuple[Model, Mode, ScheduledAnalysis | None] | None:
+        """The model, mode and scheduled analysis (None for a model's own DAGs) of one of the registry's
+        DAGs; None for any other DAG."""
+        for model in self.models:
+            found = model.dags().get(dag_id)
+            if found is not None:
+                return model, *found
+        return None
 
 
 def _read_json(path: Path) -> Any:

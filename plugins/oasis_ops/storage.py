@@ -3,10 +3,16 @@
 The root is a local folder or an Airflow object-storage URI (``s3://bucket/prefix``, ``gs://…``,
 any fsspec protocol Airflow knows). User-given paths are confined to it; results are published
 atomically: they are written next to their destination first and swapped in only once complete.
+
+Working folders record who made them (``.owner.json``): a v2 run's intermediate folder its DAG run, a
+scratch folder its task instance. Storage hygiene (:mod:`oasis_ops.hygiene`) asks Airflow about them
+before removing what ended runs and killed tasks left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
@@ -15,15 +21,51 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 from airflow.sdk import ObjectStoragePath
 
 from oasis_ops.errors import OasisInputError
+from oasis_ops.params import default_analysis_id
 
 log = logging.getLogger(__name__)
 LOCAL_PROTOCOLS = ("", "file", "local")
+#: v2 runs' intermediate files: ``<root>/.intermediate/<analysis_id>/<run>/`` (see :meth:`Storage.intermediate`).
+INTERMEDIATE = ".intermediate"
+#: Tasks' scratch folders on a local root: ``<root>/.work/<name>-<random>/``.
+SCRATCH = ".work"
+#: The owner record in a working folder.
+OWNER_FILE = ".owner.json"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose working folder it is: a DAG run (intermediate files), or one of its task instances (scratch)."""
+
+    dag_id: str
+    run_id: str
+    task_id: str = ""
+    map_index: int = -1
+
+    @property
+    def run(self) -> Owner:
+        """The DAG run alone: what owns a run's intermediate files, whichever task wrote them first."""
+        return Owner(self.dag_id, self.run_id)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def read(cls, folder: Path | ObjectStoragePath) -> Owner | None:
+        """The folder's owner record; None without one (folders of earlier versions) or when unreadable."""
+        try:
+            return cls(**json.loads((folder / OWNER_FILE).read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("Unreadable owner record in %s: %s", folder, exc)
+            return None
 
 
 @dataclass(frozen=True)
@@ -49,6 +91,10 @@ class AnalysisLocation:
         Oasis API's traceback files: not results, so written as they happen."""
         return self.base / "errors" / re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
 
+    def error_report(self, run_id: str, task_id: str, map_index: int = -1) -> ObjectStoragePath:
+        """The error report of one failed task instance (a mapped one's names its chunk)."""
+        return self.errors(run_id) / (f"{task_id}-{map_index}.txt" if map_index >= 0 else f"{task_id}.txt")
+
 
 def _move(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
     """Rename a file or folder: a rename on local disks, a copy and delete on object stores."""
@@ -56,13 +102,18 @@ def _move(source: ObjectStoragePath, target: ObjectStoragePath) -> None:
 
 
 class Storage:
-    """A storage root (local path or object-storage URI) and the only way tasks touch files in it."""
+    """A storage root (local path or object-storage URI) and the only way tasks touch files in it.
 
-    def __init__(self, root: str) -> None:
+    :param root: a local path or an object-storage URI.
+    :param owner: the task instance using it (tasks only): recorded in the working folders it makes.
+    """
+
+    def __init__(self, root: str, owner: Owner | None = None) -> None:
         if "://" not in root:
             root = "file://" + os.path.abspath(root)
         self.root = ObjectStoragePath(root.rstrip("/"))
         self.is_local = self.root.protocol in LOCAL_PROTOCOLS
+        self.owner = owner
 
     def __repr__(self) -> str:
         return f"Storage({self.uri!r})"
@@ -100,6 +151,42 @@ class Storage:
                 raise OasisInputError(f"{field}: {user_path!r} links outside the storage root {self.uri}")
         return target
 
+    def intermediate(self, analysis_id: str, run_id: str) -> ObjectStoragePath:
+        """One v2 run's intermediate folder, ``.intermediate/<analysis_id>/<run id made safe>/``."""
+        return self.root / INTERMEDIATE / analysis_id / default_analysis_id(run_id)
+
+    def intermediate_folders(self) -> list[ObjectStoragePath]:
+        """Every run's intermediate folder; those removed while listing are left out."""
+        folders: list[ObjectStoragePath] = []
+        base = self.root / INTERMEDIATE
+        with contextlib.suppress(FileNotFoundError):
+            for analysis in list(base.iterdir()):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    folders.extend(run for run in analysis.iterdir() if run.is_dir())
+        return folders
+
+    def remove_intermediates(self, folder: ObjectStoragePath) -> int | None:
+        """Remove a run's intermediate folder, then its analysis' folder once no run has one (a new run
+        may be filling it); the bytes freed, None if it was not there. The one way they go: after a
+        success, on cancel, and by storage hygiene."""
+        freed = None
+        if folder.exists():
+            freed = int(folder.fs.du(folder.path, total=True))
+            folder.fs.rm(folder.path, recursive=True)
+        with contextlib.suppress(OSError):
+            if folder.parent.exists() and not any(folder.parent.iterdir()):
+                folder.parent.rmdir()
+        return freed
+
+    def scratch_folders(self) -> list[Path]:
+        """The tasks' scratch folders under ``.work/`` (elsewhere than on a local root they are temp
+        folders of the worker's machine, beyond the storage root's reach)."""
+        if not self.is_local:
+            return []
+        with contextlib.suppress(FileNotFoundError):
+            return [folder for folder in (Path(self.root.path) / SCRATCH).iterdir() if folder.is_dir()]
+        return []
+
     def local_path(self, path: ObjectStoragePath) -> Path:
         """The local filesystem path of ``path``, for a local root only."""
         assert self.is_local, "only a local storage root has local paths"
@@ -107,18 +194,20 @@ class Storage:
 
     @contextmanager
     def scratch(self, name: str) -> Iterator[Path]:
-        """A private local working folder, removed afterwards.
+        """A private local working folder, removed afterwards (by storage hygiene if the task is killed).
 
         For a local root it lives under ``<root>/.work/`` so that publishing is a rename on the same
         filesystem and nothing is written outside the root; for object storage it is a temp folder.
         """
         if self.is_local:
-            parent = Path(self.root.path) / ".work"
+            parent = Path(self.root.path) / SCRATCH
             parent.mkdir(parents=True, exist_ok=True)
             folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
         else:
             folder = Path(tempfile.mkdtemp(prefix=f"oasis-{name}-"))
         try:
+            if self.owner is not None:
+                (folder / OWNER_FILE).write_text(self.owner.to_json())
             yield folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -163,8 +252,10 @@ class Storage:
 
         The folder is staged next to ``dest`` and renamed into place; earlier content is moved
         aside first and removed only after the swap. On object stores a rename is a copy, so the
-        swap itself is not atomic there, but a half-uploaded folder is never published.
+        swap itself is not atomic there, but a half-uploaded folder is never published. A task's first
+        publication into a run's intermediate folder records the DAG run owning it.
         """
+        self._record_run_owner(dest)
         token = uuid.uuid4().hex[:8]
         staged = dest.parent / f".{dest.name}.partial-{token}"
         retired = dest.parent / f".{dest.name}.replaced-{token}"
@@ -187,3 +278,16 @@ class Storage:
             for leftover in (staged, retired):
                 if leftover.exists():
                     leftover.fs.rm(leftover.path, recursive=True)
+
+    def _record_run_owner(self, dest: ObjectStoragePath) -> None:
+        """Before a task first publishes into a run's intermediate folder, record the DAG run owning it."""
+        if self.owner is None:
+            return
+        parts = PurePosixPath(dest.path).parts
+        root = PurePosixPath(self.root.path).parts
+        if len(parts) < len(root) + 4 or parts[: len(root)] != root or parts[len(root)] != INTERMEDIATE:
+            return
+        folder = self.root.joinpath(*parts[len(root) : len(root) + 3])
+        if not (folder / OWNER_FILE).exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / OWNER_FILE).write_text(self.owner.run.to_json())

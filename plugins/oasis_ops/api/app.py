@@ -757,6 +757,9 @@ def create_app() -> FastAPI:
 
     for mode in Mode:
         app.include_router(Api(mode).router)
+    from oasis_ops.results.routes import router as results_router  # it uses this module's authentication
+
+    app.include_router(results_router)
     return app
 
 

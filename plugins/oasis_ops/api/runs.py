@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from oasis_ops.api.records import AnalysisRecord, RunRecord, records
 from oasis_ops.config import OasisConfig
 from oasis_ops.constants import Mode
 from oasis_ops.registry import Model
 from oasis_ops.storage import Storage
-
-if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
 #: Longest a cancelled run's intermediate files are watched for removal (its tasks stop within seconds).
@@ -103,26 +99,16 @@ def _remove_intermediates(run: RunRecord, storage_id: str) -> None:
     next heartbeat is refused (seconds later) and, while they stop, write logs into these files: so
     they are removed again until nothing has reappeared for :data:`CANCEL_QUIET_SECONDS` (at most
     :data:`CANCEL_GRACE_SECONDS`)."""
-    from oasis_ops.params import default_analysis_id
-
     deadline = time.monotonic() + CANCEL_GRACE_SECONDS
-    intermediate = Storage(OasisConfig.from_env().storage_root).root / ".intermediate" / storage_id / default_analysis_id(run.run_id)
+    storage = Storage(OasisConfig.from_env().storage_root)
+    intermediate = storage.intermediate(storage_id, run.run_id)
     quiet_since = time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - quiet_since < CANCEL_QUIET_SECONDS:
         try:
-            if intermediate.exists():
-                intermediate.fs.rm(intermediate.path, recursive=True)
+            if storage.remove_intermediates(intermediate) is not None:
                 log.info("Cancelled run %s: removed %s", run.run_id, intermediate)
                 quiet_since = time.monotonic()
-            _remove_if_empty(intermediate.parent)
         except OSError as exc:  # a stopping task was writing into it: next round
             log.warning("Cancelled run %s: could not remove %s yet: %s", run.run_id, intermediate, exc)
             quiet_since = time.monotonic()
         time.sleep(1)
-
-
-def _remove_if_empty(folder: ObjectStoragePath) -> None:
-    """The analysis' folder of intermediate files once no run has any (a new run may be filling it)."""
-    with contextlib.suppress(OSError):
-        if folder.exists() and not any(folder.iterdir()):
-            folder.rmdir()

@@ -9,15 +9,16 @@ status is ``*_STARTED`` at least one sub-task is unfinished, which oasislmf's cl
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from oasis_ops.api.records import AnalysisRecord, RunRecord
-from oasis_ops.constants import TaskKind
-from oasis_ops.params import GENERATE_AND_RUN, GENERATE_INPUTS
+from oasis_ops.api.records import AnalysisRecord, RunRecord, records
+from oasis_ops.constants import Mode, TaskKind
+from oasis_ops.params import GENERATE_AND_RUN, GENERATE_INPUTS, run_analysis_id
+from oasis_ops.registry import Model, Registry
 
 
 class AnalysisStatus(StrEnum):
@@ -128,23 +129,28 @@ def view(analysis: AnalysisRecord) -> RunView:
     if not analysis.runs:
         return RunView(AnalysisStatus.NEW)
     run = analysis.runs[0]
+    return replace(view_run(run.dag_id, run.run_id, run.action, run.created, _utc(run.cancelled)), run=run)
+
+
+def view_run(dag_id: str, run_id: str, action: str, created: datetime, cancelled: datetime | None = None) -> RunView:
+    """What one DAG run (of ``action``, cancelled through the API at ``cancelled``) says about its
+    analysis: an API analysis' newest run (:func:`view`), or any run of an Oasis DAG (the results page)."""
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    cancelled = _utc(run.cancelled)
     with create_session() as session:
-        dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == run.dag_id, DagRun.run_id == run.run_id))
+        dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
         tis = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)
+            select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
         ).all()
         state = str(dag_run.state) if dag_run is not None else "failed"
         started, finished = (dag_run.start_date, dag_run.end_date) if dag_run is not None else (None, None)
-        ordered = sorted(tis, key=lambda t: (t.start_date is None, t.start_date or run.created, t.task_id, t.map_index))
+        ordered = sorted(tis, key=lambda t: (t.start_date is None, t.start_date or created, t.task_id, t.map_index))
         sub_tasks = [_sub_task(ti, cancelled) for ti in ordered]
         failures = tuple((ti.task_id, ti.map_index, ti.try_number) for ti in tis if ti.state == "failed")
-        inputs_done = _inputs_done(tis, run)
+        inputs_done = _inputs_done(tis, action)
         any_started = any(ti.state not in (None, "scheduled", "queued") for ti in tis)
     finished_run = state in ("success", "failed")
     # A cancelled run is over for its analysis when it is cancelled: Airflow may still run its teardown.
@@ -160,31 +166,81 @@ def view(analysis: AnalysisRecord) -> RunView:
             else SubTaskStatus.PENDING
         ),
         queue_name="",
-        pending_time=run.created,
+        pending_time=created,
         queue_time=None,
         start_time=None,
         end_time=finished,
         retry_count=0,
-        task_id=run.run_id,
+        task_id=run_id,
     )
     sub_tasks = [*(_with_id(task, i + 1) for i, task in enumerate(sub_tasks)), record]
-    status = _status(run, state, any_started, inputs_done)
-    return RunView(status, run, tuple(sub_tasks), started, finished, failures)
+    status = _status(action, cancelled, state, any_started, inputs_done)
+    return RunView(status, None, tuple(sub_tasks), started, finished, failures)
 
 
-def _inputs_done(tis: Sequence[Any], run: RunRecord) -> bool:
-    if run.action != GENERATE_AND_RUN:
+@dataclass(frozen=True)
+class DagRunAnalysis:
+    """A DAG run of one of the registry's DAGs and the analysis it works for, however it was started:
+    through the Oasis API (``record`` is that analysis) or natively (UI, REST, schedule, asset)."""
+
+    dag_id: str
+    run_id: str
+    model: Model
+    mode: Mode
+    #: The run's parameters: its scheduled analysis' fixed ones, overridden by the run's conf.
+    params: Mapping[str, Any]
+    #: Its files are ``analyses/<analysis_id>/`` in the storage root.
+    analysis_id: str
+    created: datetime
+    record: AnalysisRecord | None = None
+    api_run: RunRecord | None = None
+
+    @property
+    def action(self) -> str:
+        return str(self.params.get("action") or GENERATE_AND_RUN)
+
+    def view(self) -> RunView:
+        """The analysis' status, progress and failures as this run tells them."""
+        cancelled = _utc(self.api_run.cancelled) if self.api_run else None
+        return view_run(self.dag_id, self.run_id, self.action, self.created, cancelled)
+
+
+def dag_run_analyses(registry: Registry, dag_id: str | None = None, run_id: str | None = None, limit: int = 200) -> list[DagRunAnalysis]:
+    """The registry's DAG runs (of ``dag_id``, the one ``run_id``), newest first, at most ``limit``."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    dags = {d: (model, *found) for model in registry.models for d, found in model.dags().items()}
+    wanted = [dag_id] if dag_id is not None else list(dags)
+    query = select(DagRun).where(DagRun.dag_id.in_([d for d in wanted if d in dags]))
+    if run_id is not None:
+        query = query.where(DagRun.run_id == run_id)
+    with create_session() as session:
+        runs = [(r.dag_id, r.run_id, dict(r.conf or {}), r.queued_at or r.run_after) for r in session.scalars(query.order_by(DagRun.id.desc()).limit(limit))]
+    api_runs = {(run.dag_id, run.run_id): (analysis, run) for analysis in records().list_analyses() for run in analysis.runs} if runs else {}
+    found = []
+    for dag, run, conf, created in runs:
+        model, mode, scheduled = dags[dag]
+        params = {**(scheduled.params if scheduled else {}), **conf}
+        record, api_run = api_runs.get((dag, run), (None, None))
+        found.append(DagRunAnalysis(dag, run, model, mode, params, run_analysis_id(params, run), _utc(created) or datetime.now(UTC), record, api_run))
+    return found
+
+
+def _inputs_done(tis: Sequence[Any], action: str) -> bool:
+    if action != GENERATE_AND_RUN:
         return False
     inputs = [ti for ti in tis if ti.task_id in {k.value for k in _INPUT_TASKS}]
     return bool(inputs) and all(ti.state in ("success", "skipped") for ti in inputs)
 
 
-def _status(run: RunRecord, state: str, any_started: bool, inputs_done: bool) -> AnalysisStatus:
-    generating = run.action == GENERATE_INPUTS or (run.action == GENERATE_AND_RUN and not inputs_done)
-    if run.cancelled is not None:
+def _status(action: str, cancelled: datetime | None, state: str, any_started: bool, inputs_done: bool) -> AnalysisStatus:
+    generating = action == GENERATE_INPUTS or (action == GENERATE_AND_RUN and not inputs_done)
+    if cancelled is not None:
         return AnalysisStatus.INPUTS_GENERATION_CANCELLED if generating else AnalysisStatus.RUN_CANCELLED
     if state == "success":
-        return AnalysisStatus.READY if run.action == GENERATE_INPUTS else AnalysisStatus.RUN_COMPLETED
+        return AnalysisStatus.READY if action == GENERATE_INPUTS else AnalysisStatus.RUN_COMPLETED
     if state == "failed":
         return AnalysisStatus.INPUTS_GENERATION_ERROR if generating else AnalysisStatus.RUN_ERROR
     if not any_started and not inputs_done:
@@ -222,6 +278,4 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def _with_id(task: SubTask, index: int) -> SubTask:
-    from dataclasses import replace
-
     return replace(task, id=index)

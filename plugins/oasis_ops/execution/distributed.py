@@ -18,7 +18,6 @@ from airflow.sdk import ObjectStoragePath
 from oasis_ops.context import TaskRun
 from oasis_ops.execution import steps
 from oasis_ops.execution.staging import local_exposure, stage_run, write_settings
-from oasis_ops.params import default_analysis_id
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class RunFiles:
 
     @classmethod
     def of(cls, run: TaskRun) -> RunFiles:
-        return cls(run.storage.root / ".intermediate" / run.request.analysis_id / default_analysis_id(run.run_id))
+        return cls(run.storage.intermediate(run.request.analysis_id, run.run_id))
 
     @property
     def exposure(self) -> ObjectStoragePath:
@@ -181,15 +180,14 @@ def cleanup(run: TaskRun, succeeded: bool) -> None:
     """Remove the run's intermediate files once its results are published.
 
     After a failure they are kept: clearing the failed task in the UI resumes the run from them
-    (the other chunks' results included), and the cleanup that follows removes them.
+    (the other chunks' results included), and the cleanup that follows removes them; storage hygiene
+    removes them once the run ended longer than the retention ago.
     """
     files = RunFiles.of(run)
     if not files.base.exists():
         return
     if succeeded:
-        files.base.fs.rm(files.base.path, recursive=True)
-        if not any(files.base.parent.iterdir()):
-            files.base.parent.rmdir()
-        log.info("Analysis %s of %s: removed intermediate files %s", run.request.analysis_id, run.model.key, files.base)
+        freed = run.storage.remove_intermediates(files.base)
+        log.info("Analysis %s of %s: removed intermediate files %s (%s bytes)", run.request.analysis_id, run.model.key, files.base, freed)
     else:
         log.warning("The run failed: kept %s so that clearing the failed task resumes the run", files.base)

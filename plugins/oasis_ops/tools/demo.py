@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from oasis_ops.config import PROJECT_ROOT, OasisConfig
 from oasis_ops.constants import Mode
 from oasis_ops.deploy.pools import sync_pools
 from oasis_ops.registry import load_registry
+from oasis_ops.results.analysis import NAV_ROUTE, ui_run_path
 from oasis_ops.storage import Storage
 from oasis_ops.tools.summary import format_summary, summarise
 from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model
@@ -27,6 +29,8 @@ DEFAULT_REGISTRY = PROJECT_ROOT / "models" / "registry.yaml"
 ANALYSIS_ID = "demo"
 #: Log lines worth showing while the run goes on; the full log is kept in a file.
 PROGRESS_MARKERS = ("oasis_ops", "DagRun Finished", "AirflowFailException", "Error")
+#: Airflow's log line at the end of the run, with its run id (the results page's address needs it).
+FINISHED_RUN = re.compile(r"DagRun Finished: .*?run_id=([^,\s]+)")
 
 
 def main() -> int:
@@ -59,6 +63,7 @@ def main() -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"Running {dag_id} (analysis {ANALYSIS_ID}) with airflow dags test; full log: {log_path}")
     started = time.monotonic()
+    run_id = None
     airflow = Path(sys.executable).parent / "airflow"
     with log_path.open("w") as log, subprocess.Popen(
         [str(airflow), "dags", "test", dag_id, "-c", json.dumps(conf)],
@@ -68,6 +73,8 @@ def main() -> int:
     ) as process:
         for line in process.stdout or ():
             log.write(line)
+            finished = FINISHED_RUN.search(line)
+            run_id = finished.group(1) if finished else run_id
             if any(marker in line for marker in PROGRESS_MARKERS):
                 print("  " + line.rstrip()[:200])
     if process.returncode != 0:
@@ -78,11 +85,14 @@ def main() -> int:
     print(f"\nDone in {time.monotonic() - started:.0f} s. Outputs: {output}")
     if storage.is_local:
         print(format_summary(summarise(storage.local_path(output))))
+    ui = f"http://localhost:{os.environ.get('AIRFLOW__API__PORT', '8080')}"
     print(
-        "\nOpen the Airflow UI on the same set-up: `make ui` (AIRFLOW_HOME=.airflow .venv/bin/airflow standalone),\n"
-        "then http://localhost:8080 (user admin; the password is printed by standalone and kept in\n"
-        ".airflow/simple_auth_manager_passwords.json.generated). Trigger the DAG from its page with the form."
+        "\nSee it in the Airflow UI: run `make ui` (same set-up; user admin, password OASIS_ADMIN_PASSWORD or the one it\n"
+        f"prints), then open\n  {ui}/plugin/{NAV_ROUTE}  (Oasis analyses: every analysis, newest first)"
     )
+    if run_id:
+        print(f"  {ui}{ui_run_path(dag_id, run_id)}  (this run's results: AAL, EP curves, downloads)")
+    print("Trigger more runs from the DAG's page with the form; each run has an \"Oasis results\" tab.")
     return 0
 
 

@@ -1,58 +1,46 @@
-"""A short loss summary read from an analysis' ORD outputs: AAL and losses at a few return periods."""
+"""The terminal's loss summary of an analysis (``make demo``): AAL and full-uncertainty losses at the
+standard return periods, per perspective and summary id of the first summary set (the portfolio-level
+one when there is one), as the results page reads them (:mod:`oasis_ops.results.reader`).
+
+Return-period losses are not additive: each summary id's are shown as its own curve has them, never summed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+from oasis_ops.results.reader import STANDARD_RETURN_PERIODS, AALType, EPCalc, Results, describe_set, read_results
 
-#: ORD codes: ALT SampleType 1 is the analytical mean; EPT EPCalc 2 is full uncertainty,
-#: EPType 1 the occurrence (OEP) and 3 the aggregate (AEP) exceedance probability.
-ANALYTICAL_MEAN = 1
-FULL_UNCERTAINTY = 2
-EP_TYPES = {1: "OEP", 3: "AEP"}
-RETURN_PERIODS = (10, 50, 100, 250, 500)
+#: Summary ids printed per perspective; the rest are in the output files (and on the results page).
+MAX_PRINTED_IDS = 5
 
 
-@dataclass(frozen=True)
-class PerspectiveSummary:
-    perspective: str  # gul, il, ri
-    aal: float | None
-    #: (EP type, return period) -> loss
-    losses: dict[tuple[str, int], float]
+def summarise(output: Path) -> Results:
+    return read_results(output)
 
 
-def summarise(output: Path, summary_set: int = 1) -> list[PerspectiveSummary]:
-    """Portfolio totals (all summary ids) of ``<perspective>_S<summary_set>_palt/ept.csv`` in ``output``."""
-    summaries = []
-    for perspective in ("gul", "il", "ri"):
-        palt = output / f"{perspective}_S{summary_set}_palt.csv"
-        ept = output / f"{perspective}_S{summary_set}_ept.csv"
-        if not palt.is_file() and not ept.is_file():
-            continue
-        aal = None
-        if palt.is_file():
-            alt = pd.read_csv(palt)
-            aal = float(alt.loc[alt["SampleType"] == ANALYTICAL_MEAN, "MeanLoss"].sum())
-        losses: dict[tuple[str, int], float] = {}
-        if ept.is_file():
-            table = pd.read_csv(ept)
-            table = table[(table["EPCalc"] == FULL_UNCERTAINTY) & table["EPType"].isin(list(EP_TYPES))]
-            totals = table.groupby(["EPType", "ReturnPeriod"])["Loss"].sum()
-            for (ep_type, period), loss in totals.items():
-                if int(period) in RETURN_PERIODS:
-                    losses[(EP_TYPES[int(ep_type)], int(period))] = float(loss)
-        summaries.append(PerspectiveSummary(perspective, aal, losses))
-    return summaries
-
-
-def format_summary(summaries: list[PerspectiveSummary]) -> str:
-    lines = []
-    for s in summaries:
-        lines.append(f"  {s.perspective.upper():3} AAL: {s.aal:,.0f}" if s.aal is not None else f"  {s.perspective.upper()}")
-        for ep in EP_TYPES.values():
-            points = [f"{rp}y {s.losses[(ep, rp)]:,.0f}" for rp in RETURN_PERIODS if (ep, rp) in s.losses]
-            if points:
-                lines.append(f"      {ep}: " + ", ".join(points))
-    return "\n".join(lines)
+def format_summary(results: Results) -> str:
+    if not results.set_ids:
+        return f"  No AAL or EP outputs. {results.ep_message or ''}".rstrip()
+    set_id = results.set_ids[0]
+    members = [s for s in results.summary_sets if s.id == set_id]
+    lines = [f"  Summary set {set_id}: {describe_set(members)}"]
+    for summary_set in members:
+        for summary_id in summary_set.summary_ids[:MAX_PRINTED_IDS]:
+            name = summary_set.perspective.value.upper() + ("" if summary_set.portfolio_level else f" {summary_id.label}")
+            aal = results.aal_of(summary_set.perspective, set_id, summary_id.id, AALType.ANALYTICAL)
+            line = f"  {name:3}"
+            if aal is not None:
+                line += f" AAL: {aal.mean:,.0f}" + (f" (SD {aal.sd:,.0f})" if aal.sd is not None else "")
+            lines.append(line)
+            for curve in results.curves:
+                if (curve.perspective, curve.summary_set, curve.summary_id, curve.calc) != (summary_set.perspective, set_id, summary_id.id, EPCalc.FULL_UNCERTAINTY):
+                    continue
+                points = [f"{rp}y {loss:,.0f}" for rp in STANDARD_RETURN_PERIODS if (loss := curve.at(rp)) is not None]
+                if points:
+                    lines.append(f"      {curve.ep_type}: " + ", ".join(points))
+        hidden = summary_set.total_summary_ids - min(len(summary_set.summary_ids), MAX_PRINTED_IDS)
+        if hidden > 0:
+            lines.append(f"  … and {hidden} more {summary_set.perspective.value.upper()} summary ids: see the output files")
+    message = results.ep_message
+    return "\n".join(lines + ([f"  {message}"] if message else []))
