@@ -1,7 +1,9 @@
 """Benchmark: the same analysis through ``oasislmf model run``, the v1 DAG and the v2 DAG (N chunks).
 
-Runs each on a real local Airflow (api-server, scheduler, dag-processor; LocalExecutor, the model's
-pools) and prints wall time, peak memory (summed RSS of every process of the run) and the ratios
+Runs the DAGs on a real Airflow triggered over REST: ``--executor local`` (default) a local stack
+(api-server, scheduler, dag-processor; LocalExecutor on SQLite, the model's pools), ``--executor celery``
+the production stack as ``make celery-up`` starts it (PostgreSQL and Redis on localhost, a fresh
+database). Prints wall time, peak memory (summed RSS of every process of the run) and the ratios
 to the plain oasislmf CLI. A first, untimed CLI run warms numba's cache. v1 and v2 outputs are
 checked byte-identical.
 
@@ -9,11 +11,13 @@ From the repository root (``plugins/`` on ``PYTHONPATH``, as the Makefile export
 
     PYTHONPATH=plugins .venv/bin/python -m bench.bench piwind --chunks 4
     PYTHONPATH=plugins .venv/bin/python -m bench.bench synthetic --chunks 4 --locations 40000 --events 1000 ...
+    PYTHONPATH=plugins .venv/bin/python -m bench.bench piwind --chunks 4 --executor celery
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,19 +27,23 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
 
 import psutil
 
 from harness.airflow_home import BIN, REPO, AirflowHome
+from harness.celery_stack import CeleryStack
 from harness.local_stack import LocalStack
 from harness.outputs import assert_same_files
 from harness.piwind import PIWIND, piwind_entry, require_piwind
+from harness.polling import poll_until
 from harness.registry import write_registry
+from harness.rest import RestClient, RestError
 
 try:
-    from oasis_ops.constants import Mode
+    from oasis_ops.constants import Executor, Mode
     from oasis_ops.registry import load_registry
     from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model
 except ModuleNotFoundError as missing:  # the product is plugins/, which Airflow (not pip) puts on sys.path
@@ -44,6 +52,18 @@ except ModuleNotFoundError as missing:  # the product is plugins/, which Airflow
 PASSWORD = "bench"
 #: Longest one timed DAG run may take.
 RUN_TIMEOUT = 7200
+
+
+class BenchExecutor(StrEnum):
+    """Which stack runs the DAG legs. Not :class:`oasis_ops.constants.Executor`: that lists what a
+    registry entry may name (Airflow class names), and the LocalExecutor is not one of them."""
+
+    LOCAL = "local"
+    CELERY = "celery"
+
+    @property
+    def airflow_name(self) -> str:
+        return "LocalExecutor" if self is BenchExecutor.LOCAL else Executor.CELERY.value
 
 
 class PeakMemory:
@@ -126,24 +146,59 @@ def run_cli(case: Case, run_dir: Path) -> tuple[float, int]:
     return time.monotonic() - started, memory.peak
 
 
-def run_dag(stack: LocalStack, dag_id: str, run_id: str, conf: dict) -> tuple[float, int]:
+@dataclasses.dataclass(frozen=True)
+class RunningStack:
+    """What a DAG leg needs of a started stack, whichever its executor."""
+
+    rest: RestClient
+    root_pids: Callable[[], list[int]]  # the stack's services: their process trees hold every task
+    home: Path  # Airflow home, with the services' logs
+
+
+def dags_parsed(rest: RestClient, dag_ids: list[str]) -> bool:
+    try:
+        for dag_id in dag_ids:
+            rest.request("GET", f"/api/v2/dags/{dag_id}")
+    except RestError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def running_stack(executor: BenchExecutor, base: Path, registry: Path, storage: Path, dag_ids: list[str]) -> Iterator[RunningStack]:
+    """The stack of ``executor``, started with ``dag_ids`` parsed; stopped (and its database dropped) on exit."""
+    if executor is BenchExecutor.LOCAL:
+        airflow = AirflowHome.create(base / "airflow", registry, storage)
+        with LocalStack(airflow, REPO / "dags", PASSWORD) as local:
+            local.start(dag_ids)
+            yield RunningStack(local.rest, lambda: [p.pid for p in local.processes], airflow.home)
+        return
+    celery = CeleryStack(base / "celery", registry, storage, PASSWORD)
+    try:
+        celery.up()
+        poll_until(lambda: dags_parsed(celery.rest, dag_ids), 180, f"DAGs {dag_ids} not parsed; see {celery.home / 'celery'}")
+        pids = list(celery.pids().values())  # process group leaders, started with the stack
+        yield RunningStack(celery.rest, lambda: pids, celery.home)
+    finally:
+        celery.down()
+
+
+def run_dag(stack: RunningStack, dag_id: str, run_id: str, conf: dict) -> tuple[float, int]:
     """Trigger over the REST API (as API clients do) and wait: wall time and peak memory of the stack."""
-    rest = stack.rest
-    rest.token()  # outside the timed part
+    stack.rest.token()  # outside the timed part
     started = time.monotonic()
-    with PeakMemory(lambda: [p.pid for p in stack.processes]) as memory:
-        rest.trigger(dag_id, run_id, conf)
-        state = rest.wait(dag_id, run_id, timeout=RUN_TIMEOUT)
+    with PeakMemory(stack.root_pids) as memory:
+        stack.rest.trigger(dag_id, run_id, conf)
+        state = stack.rest.wait(dag_id, run_id, timeout=RUN_TIMEOUT)
     if state != "success":
-        raise RuntimeError(f"{dag_id} {run_id} ended {state}; see {stack.airflow.home}")
+        raise RuntimeError(f"{dag_id} {run_id} ended {state}; see {stack.home}")
     return time.monotonic() - started, memory.peak
 
 
-def bench(case: Case, chunks: int, base: Path, warm_up: bool = True) -> list[tuple[str, float, int]]:
+def bench(case: Case, chunks: int, base: Path, executor: BenchExecutor, warm_up: bool = True) -> list[tuple[str, float, int]]:
     storage = base / "storage"
     shutil.copytree(exposure_folder(case), storage / "exposure")
     registry = write_registry(base / "registry.yaml", case.entry)
-    airflow = AirflowHome.create(base / "airflow", registry, storage)
     (model,) = load_registry(registry).models
     v1, v2 = model.dag_id(Mode.V1), model.dag_id(Mode.V2)
     conf = {param: f"exposure/{name}" for param, name in case.exposure.items()}
@@ -153,8 +208,7 @@ def bench(case: Case, chunks: int, base: Path, warm_up: bool = True) -> list[tup
         run_cli(case, base / "warmup")
     results = [("oasislmf model run", *run_cli(case, base / "cli"))]
     print(f"  {results[-1][0]}: {results[-1][1]:.1f} s", flush=True)
-    with LocalStack(airflow, REPO / "dags", PASSWORD) as stack:
-        stack.start([v1, v2])
+    with running_stack(executor, base, registry, storage, [v1, v2]) as stack:
         results.append(("v1 DAG", *run_dag(stack, v1, "bench-v1", conf | {"analysis_id": "bench-v1"})))
         print(f"  {results[-1][0]}: {results[-1][1]:.1f} s", flush=True)
         chunking = {"fixed_lookup_chunks": chunks, "fixed_analysis_chunks": chunks}
@@ -169,6 +223,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench", description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=["piwind", "synthetic"])
     parser.add_argument("--chunks", type=int, default=4, help="v2 lookup and loss chunks (FIXED)")
+    parser.add_argument("--executor", type=BenchExecutor, choices=list(BenchExecutor), default=BenchExecutor.LOCAL,
+                        help="stack of the DAG legs: local (LocalExecutor, SQLite) or celery (make celery-up: PostgreSQL, Redis)")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_false", help="skip the untimed warm-up run (cache already warm)")
     for spec_field in dataclasses.fields(SyntheticModelSpec):
         parser.add_argument(f"--{spec_field.name.replace('_', '-')}", type=int, default=None, help=spec_field.metadata.get("help"))
@@ -180,9 +236,9 @@ def main() -> int:
         else:
             sizes = {f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticModelSpec) if getattr(args, f.name) is not None}
             case = synthetic_case(base, SyntheticModelSpec(**sizes))
-        results = bench(case, args.chunks, base, args.warm_up)
+        results = bench(case, args.chunks, base, args.executor, args.warm_up)
     cli_time, cli_memory = results[0][1], results[0][2]
-    print(f"\n{args.model} on {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.1f} GiB")
+    print(f"\n{args.model} on {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.1f} GiB, DAGs on the {args.executor.airflow_name}")
     print(f"{'':28} {'wall s':>8} {'x CLI':>6} {'peak MiB':>9} {'x CLI':>6}")
     for name, wall, memory in results:
         print(f"{name:28} {wall:8.1f} {wall / cli_time:6.2f} {memory / 2**20:9.0f} {memory / max(cli_memory, 1):6.2f}")
