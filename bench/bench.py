@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -36,6 +35,7 @@ import psutil
 from harness.airflow_home import BIN, REPO, AirflowHome
 from harness.celery_stack import CeleryStack
 from harness.local_stack import LocalStack
+from harness.memory import PeakMemory
 from harness.outputs import assert_same_files
 from harness.piwind import PIWIND, piwind_entry, require_piwind
 from harness.polling import poll_until
@@ -44,6 +44,7 @@ from harness.rest import RestClient, RestError
 
 try:
     from oasis_ops.constants import Executor, Mode
+    from oasis_ops.execution.environment import prepare_environment
     from oasis_ops.registry import load_registry
     from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model
 except ModuleNotFoundError as missing:  # the product is plugins/, which Airflow (not pip) puts on sys.path
@@ -64,40 +65,6 @@ class BenchExecutor(StrEnum):
     @property
     def airflow_name(self) -> str:
         return "LocalExecutor" if self is BenchExecutor.LOCAL else Executor.CELERY.value
-
-
-class PeakMemory:
-    """Samples the summed RSS of a process tree; ``peak`` is the most above the starting level."""
-
-    def __init__(self, root_pids: Callable[[], list[int]], interval: float = 0.2) -> None:
-        self.root_pids, self.interval, self.peak = root_pids, interval, 0
-        self._stop = threading.Event()
-        self._baseline = self._rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _rss(self) -> int:
-        total = 0
-        for pid in self.root_pids():
-            try:
-                root = psutil.Process(pid)
-                for process in [root, *root.children(recursive=True)]:
-                    total += process.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss() - self._baseline)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +196,9 @@ def main() -> int:
     for spec_field in dataclasses.fields(SyntheticModelSpec):
         parser.add_argument(f"--{spec_field.name.replace('_', '-')}", type=int, default=None, help=spec_field.metadata.get("help"))
     args = parser.parse_args()
+    # The tasks' NUMBA_CACHE_DIR for the CLI legs too: the warm-up run must warm the cache the DAG legs
+    # load from (numba's default, beside oasislmf's sources, is another one).
+    prepare_environment()
     with tempfile.TemporaryDirectory(prefix="oasis-bench-") as tmp:
         base = Path(tmp)
         if args.model == "piwind":
