@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 # oasislmf orders some input-file columns by set iteration: a fixed hash seed keeps inputs byte-identical.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup pools demo test test-fast lint browser ui celery-up celery-down compose clean
+.PHONY: setup pools demo test test-fast lint browser ui celery-up celery-down compose image clean
 
 setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db pools
 
@@ -52,10 +52,21 @@ celery-down:
 compose: setup
 	$(BIN)/python -m oasis_ops.deploy.compose > docker-compose.yaml
 
+# The model worker image (worker_image/) under the tag docker-compose.yaml and the registry default to
+# (oasis_ops.constants.DEFAULT_WORKER_IMAGE). BASE_IMAGE=... builds it on another Debian bookworm image
+# with Python 3.11 than python:3.11-slim-bookworm. (make test builds its own from a Debian stand-in base.)
+WORKER_IMAGE ?= oasis-airflow-worker:3.3.2
+image:
+	docker build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -f worker_image/Dockerfile -t $(WORKER_IMAGE) .
+
 # Everything: lint and types, unit tests, end-to-end DAG runs (e2e) and real Airflow stacks (stack);
-# see pyproject.toml.
+# see pyproject.toml. TEST_WORKERS test files run at once (pytest-xdist; each file on one worker, its
+# stack fixtures with it), the longest first (tests/conftest.py): the stack tests mostly wait on their
+# services, so two at a time fit CI's 2 cores. Each worker's Celery stacks claim Redis databases of their
+# own (15 in all), which bounds it.
+TEST_WORKERS ?= 2
 test: setup lint browser
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # ruff (incl. no heavy module-level imports in parse-time code) and mypy on the package.
 lint: $(VENV)/.installed

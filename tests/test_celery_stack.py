@@ -136,3 +136,13 @@ def test_a_worker_killed_mid_chunk_and_a_scheduler_restart_do_not_lose_the_run(s
     killed = stack.storage / "analyses" / "killed" / "output"
     assert_same_files(control_set_v1, killed)
     assert_outputs_match(CONTROL_SET.expected, killed)
+
+
+def test_the_storage_hygiene_dag_runs_on_the_maintenance_worker(stack):
+    """Its task goes to Airflow's default queue, which only the stack's maintenance worker serves."""
+    rest = stack.rest
+    rest.trigger("oasis_storage_hygiene", "sweep", {})
+    assert rest.wait("oasis_storage_hygiene", "sweep", timeout=300) == "success"
+    (task,) = rest.task_instances("oasis_storage_hygiene", "sweep")
+    assert task["queue"] == "default"
+    assert "dag_id=oasis_storage_hygiene/run_id=sweep/task_id=remove_leftovers/" in stack.log("worker-maintenance")

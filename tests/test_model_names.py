@@ -55,6 +55,7 @@ def test_the_registry_loads_both_with_their_own_dag_ids_and_queues(two_piwinds):
 def test_each_gets_its_own_stack_services(two_piwinds):
     workers = {s.name: s.queue for s in services(load_registry(two_piwinds)) if s.queue}
     assert workers == {
+        "worker-maintenance": "default",
         "worker-oasislmf-pi-wind-1": "OasisLMF-Pi-Wind-1",
         "worker-oasislmf-pi-wind-1-v2": "OasisLMF-Pi-Wind-1-v2",
         "worker-oasislmf-pi--wind-1": "OasisLMF-Pi--Wind-1",
@@ -66,6 +67,7 @@ def test_compose_keeps_both_models_workers(two_piwinds):
     compose = yaml.safe_load(render(two_piwinds))["services"]
     workers = {name: spec["command"] for name, spec in compose.items() if name.startswith("worker-")}
     assert workers == {
+        "worker-maintenance": ["celery", "worker", "--queues", "default", "--concurrency", "1"],
         "worker-oasislmf-pi-wind-1": ["celery", "worker", "--queues", "OasisLMF-Pi-Wind-1", "--concurrency", "1"],
         "worker-oasislmf-pi-wind-1-v2": ["celery", "worker", "--queues", "OasisLMF-Pi-Wind-1-v2", "--concurrency", "2"],
         "worker-oasislmf-pi--wind-1": ["celery", "worker", "--queues", "OasisLMF-Pi--Wind-1", "--concurrency", "1"],

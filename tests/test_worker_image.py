@@ -185,14 +185,16 @@ def test_hadolint_catches_a_root_user():
 # --- the image definition ------------------------------------------------------------------------
 
 
-def test_base_image_is_the_airflow_version_requirements_pin():
-    froms = [ins for ins in instructions() if ins.keyword == "FROM"]
-    image = froms[-1].args.split()[0]
-    match = re.fullmatch(r"apache/airflow:(\d+\.\d+\.\d+)-python(\d+\.\d+)", image)
-    assert match, f"base image {image!r}: expected apache/airflow:<airflow version>-python<version>"
-    assert match[1] == airflow_pin(), f"base image Airflow {match[1]} != requirements.txt's {airflow_pin()}"
-    # The lock was resolved on the Python the embedded set-up runs (README: 3.11); the image must use it too.
-    assert match[2] == f"{sys.version_info.major}.{sys.version_info.minor}", f"base image Python {match[2]}"
+def test_base_image_is_an_argument_defaulting_to_the_python_the_lock_was_resolved_on():
+    """``ARG BASE_IMAGE`` (the tests build from a Debian stand-in), by default the official Python image of
+    the embedded set-up's minor version (README: 3.11) on Debian bookworm, the stand-in's release."""
+    all_instructions = instructions()
+    froms = [ins for ins in all_instructions if ins.keyword == "FROM"]
+    assert [f.args for f in froms] == ["${BASE_IMAGE}"], "one stage, FROM ${BASE_IMAGE}"
+    args = [ins.args for ins in all_instructions[: all_instructions.index(froms[0])] if ins.keyword == "ARG"]
+    defaults = dict(arg.partition("=")[::2] for arg in args)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert defaults.get("BASE_IMAGE") == f"python:{python}-slim-bookworm", defaults
 
 
 def test_default_worker_image_tag_follows_the_airflow_version():
@@ -362,3 +364,12 @@ def test_warmup_runs_and_fills_the_numba_cache(tmp_path):
     cached_modules = {p.parent.name.rsplit("_", 1)[0] for p in cache.rglob("*.nbi")}
     assert {"fm", "gulmc", "summary", "lec"} <= cached_modules, sorted(cached_modules)
     assert not list(tmp_path.glob("oasis-warmup-*")), "the warm-up left its temp folder"
+
+
+def test_make_image_and_env_example_name_the_default_worker_image():
+    from oasis_ops.constants import DEFAULT_WORKER_IMAGE
+
+    make = re.search(r"^WORKER_IMAGE \?= (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    env = re.search(r"^OASIS_WORKER_IMAGE=(\S+)$", (REPO / ".env.example").read_text(), re.M)
+    assert make and env, "Makefile's WORKER_IMAGE and .env.example's OASIS_WORKER_IMAGE"
+    assert make[1] == env[1] == DEFAULT_WORKER_IMAGE

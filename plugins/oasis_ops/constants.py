@@ -65,6 +65,10 @@ _DEFAULT_TIMEOUTS = {
     TaskKind.CLEANUP: timedelta(minutes=30),
 }
 
+#: Airflow's default Celery queue (``[operators] default_queue``), served by the stack's maintenance worker:
+#: the storage hygiene DAG runs there, as do DAGs users add without a model queue.
+MAINTENANCE_QUEUE = "default"
+
 #: The model worker image (``worker_image/``): its default tag, its user, and where it mounts the
 #: model data (the registry and the model folders it names) and the storage root.
 DEFAULT_WORKER_IMAGE = "oasis-airflow-worker:3.3.2"

@@ -2,7 +2,7 @@
 
 A v2 run keeps its intermediate files after a failure (clearing the failed chunk resumes the run from
 them), and a task killed mid-way (worker lost, run cancelled) never removes its scratch folder. Every
-sweep (``OASIS_HYGIENE_SCHEDULE``, hourly by default; on the default queue) removes:
+sweep (``OASIS_HYGIENE_SCHEDULE``, hourly by default; on the maintenance worker's queue) removes:
 
 - a run's intermediate folder once its DAG run ended (success or failed) longer than
   ``OASIS_INTERMEDIATE_RETENTION_DAYS`` ago (7 by default), or no longer exists;
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from airflow.sdk import DAG, TaskInstanceState, task
 
 from oasis_ops.config import OasisConfig
+from oasis_ops.constants import MAINTENANCE_QUEUE
 from oasis_ops.storage import LOCAL_PROTOCOLS, Owner, Storage
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ def build_dag() -> DAG:
         doc_md=__doc__,
     ) as dag:
 
-        @task(task_id="remove_leftovers", execution_timeout=timedelta(hours=1))
+        @task(task_id="remove_leftovers", queue=MAINTENANCE_QUEUE, execution_timeout=timedelta(hours=1))
         def remove_leftovers(**context: Any) -> dict[str, int]:
             config = OasisConfig.from_env()
             removed = sweep(Storage(config.storage_root), TaskSdkRuns(context["ti"]), config.intermediate_retention, datetime.now(UTC))

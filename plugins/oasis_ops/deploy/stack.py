@@ -4,14 +4,15 @@ run the same services as local processes.
 
 Core services: api-server, scheduler, dag-processor, triggerer. Per registered model: a v1 Celery
 worker on ``<supplier>-<model>-<version>`` taking one job at a time, and a v2 worker on the ``-v2``
-queue running ``v2_worker_concurrency`` tasks at once (models on the KubernetesExecutor get none).
+queue running ``v2_worker_concurrency`` tasks at once (models on the KubernetesExecutor get none). One
+maintenance worker on Airflow's default queue runs the storage hygiene DAG (and DAGs users add).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from oasis_ops.constants import Mode
+from oasis_ops.constants import MAINTENANCE_QUEUE, Mode
 from oasis_ops.registry import Model, Registry
 
 #: Airflow settings every service shares (the CeleryExecutor; one task per worker slot, acknowledged
@@ -50,6 +51,11 @@ def worker(model: Model, mode: Mode) -> Service:
     return Service(f"worker-{model.worker_name(mode)}", command, queue, concurrency)
 
 
+def maintenance_worker() -> Service:
+    """The worker of :data:`MAINTENANCE_QUEUE`: one task at a time, its work is light and rare."""
+    return Service("worker-maintenance", ("celery", "worker", "--queues", MAINTENANCE_QUEUE, "--concurrency", "1"), MAINTENANCE_QUEUE, 1)
+
+
 def model_workers(model: Model) -> list[Service]:
     """The model's v1 and v2 Celery workers (none when its tasks run on Kubernetes)."""
     return [] if model.runs_on_kubernetes else [worker(model, mode) for mode in Mode]
@@ -57,7 +63,7 @@ def model_workers(model: Model) -> list[Service]:
 
 def services(registry: Registry) -> list[Service]:
     """Every service of the stack; two with one name would be one container, so that is an error."""
-    stack = [Service(name, (name,)) for name in CORE_SERVICES] + [
+    stack = [Service(name, (name,)) for name in CORE_SERVICES] + [maintenance_worker()] + [
         worker for model in registry.models for worker in model_workers(model)
     ]
     names = [service.name for service in stack]
