@@ -69,6 +69,8 @@ def apt_install(packages: Iterable[str]) -> None:
         raise RuntimeError(f"missing {wanted}: install them as root (apt-get install {' '.join(wanted)})")
     log(f"apt-get install {' '.join(wanted)}")
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    # An install interrupted earlier (a killed test run) leaves dpkg asking for this first.
+    run(["dpkg", "--configure", "-a"], timeout=600, env=env)
     run(["apt-get", "update", "-qq"], timeout=600, env=env)
     run(["apt-get", "install", "-y", "-qq", *wanted], timeout=1200, env=env)
 

@@ -88,12 +88,40 @@ def test_loss_chunks_never_exceed_the_runs_events(override):
         (
             {"chunks": 2},
             "chunking: unknown field(s) ['chunks']; known fields: ['dynamic_chunks_max', 'dynamic_events_per_analysis', "
-            "'dynamic_locations_per_lookup', 'fixed_analysis_chunks', 'fixed_lookup_chunks', 'lookup_strategy', 'loss_strategy']",
+            "'dynamic_locations_per_lookup', 'fill_pool_slots', 'fixed_analysis_chunks', 'fixed_lookup_chunks', 'lookup_strategy', "
+            "'loss_strategy']",
         ),
         ([1, 2], "chunking: must be a JSON object, got list"),
+        ({"fill_pool_slots": 1}, "chunking: fill_pool_slots must be true or false, got 1"),
+        ({"fill_pool_slots": "yes"}, "chunking: fill_pool_slots must be true or false, got 'yes'"),
     ],
 )
 def test_bad_overrides_name_the_field(override, message):
     with pytest.raises(OasisInputError) as err:
         ChunkingConfig().override(override, "chunking")
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "override, events, slots, expected",
+    [
+        ({"fixed_analysis_chunks": 3}, 1447, 2, 4),  # rounded up: two full waves
+        ({"fixed_analysis_chunks": 4}, 1447, 2, 4),  # already a multiple
+        ({"fixed_analysis_chunks": 5}, 1447, 4, 8),
+        ({"fixed_analysis_chunks": 1}, 1447, 8, 8),
+        ({"fixed_analysis_chunks": 3}, 3, 2, 2),  # not more chunks than events: rounded down
+        ({"fixed_analysis_chunks": 1}, 1, 2, 1),  # one event: one chunk, whatever the slots
+        ({"fixed_analysis_chunks": 3}, 1447, 1, 3),  # one slot: nothing to fill
+        ({"loss_strategy": DYNAMIC, "dynamic_events_per_analysis": 100}, 1447, 2, 16),  # 15 -> 16
+        ({"loss_strategy": DYNAMIC, "dynamic_events_per_analysis": 1, "dynamic_chunks_max": 15}, 1447, 2, 14),  # capped: down
+        ({"loss_strategy": DYNAMIC, "dynamic_events_per_analysis": 1}, 1447, 6, 198),  # 200 max -> 198
+    ],
+)
+def test_fill_pool_slots_makes_the_loss_chunks_a_multiple_of_the_slots(override, events, slots, expected):
+    assert ChunkingConfig().override(override | {"fill_pool_slots": True}, "t").loss_chunks(events, slots) == expected
+
+
+def test_fill_pool_slots_is_off_by_default_and_then_changes_nothing():
+    config = ChunkingConfig().override({"fixed_analysis_chunks": 3}, "t")
+    assert config.fill_pool_slots is False
+    assert config.loss_chunks(1447, 2) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -49,3 +50,26 @@ def test_collect_keys_orders_rows_the_same_however_the_lookup_was_split(tmp_path
         (2, "WSS", 1), (2, "WSS", 3), (3, "WTC", 1), (10, "WSS", 1), (10, "WTC", 1)
     ]
     assert not (whole / "keys-errors.csv").exists()  # no chunk had errors
+
+
+def test_v1_pipelines_follow_the_cores_the_task_may_use_or_the_models_setting(piwind_model):
+    """One per core of the process' CPU affinity (``taskset``), at most 8; a model's own
+    ``kernel_num_processes`` wins."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from oasis_ops.execution.steps import V1_MAX_PIPELINES, v1_pipelines
+
+    assert v1_pipelines(piwind_model) == min(len(os.sched_getaffinity(0)), V1_MAX_PIPELINES)
+    pinned = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c",
+         "from harness.piwind import piwind_entry; from harness.registry import write_registry; import tempfile, pathlib;"
+         "from oasis_ops.registry import load_registry; from oasis_ops.execution.steps import v1_pipelines;"
+         "d = pathlib.Path(tempfile.mkdtemp()); (m,) = load_registry(write_registry(d / 'r.yaml', piwind_entry())).models;"
+         "print(v1_pipelines(m))"],
+        capture_output=True, text=True, check=True, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert pinned.stdout.strip().splitlines()[-1] == "1"
+    configured = dataclasses.replace(piwind_model, oasislmf_config=dict(piwind_model.oasislmf_config) | {"kernel_num_processes": 3})
+    assert v1_pipelines(configured) == 3

@@ -8,6 +8,7 @@ import pytest
 from harness.airflow_home import output_tail
 from harness.outputs import assert_no_results, assert_outputs_match, assert_same_analysis
 from harness.piwind import CASES, LOCATIONS_10, RI_FILES, V1_DAG, V2_DAG, piwind_settings
+from oasis_ops.constants import Mode
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +61,17 @@ def test_dynamic_chunking_follows_the_reference_formula(piwind_airflow):
     # chunking_configuration.json) -> 15.
     assert sum(t.task_id == "lookup_chunk" for t in instances) == 1
     assert sum(t.task_id == "loss_chunk" for t in instances) == 15
+
+
+def test_fill_pool_slots_rounds_the_loss_chunks_up_to_the_pool_and_keeps_v1s_outputs(piwind_airflow, piwind_model):
+    """PiWind's v2 pool has 2 slots (one worker running two chunks): 3 loss chunks become 4."""
+    assert piwind_model.pool_slots(Mode.V2) == 2
+    case = CASES["case_0"]
+    piwind_airflow.dags_test_ok(V1_DAG, case.conf("fill-v1"))
+    piwind_airflow.dags_test_ok(V2_DAG, case.conf("fill-v2", chunking={"fixed_analysis_chunks": 3, "fill_pool_slots": True}))
+    assert_same_analysis(piwind_airflow.analysis("fill-v1"), piwind_airflow.analysis("fill-v2"))
+    chunks = [t.label for t in piwind_airflow.task_instances(V2_DAG) if t.task_id == "loss_chunk"]
+    assert chunks == [f"loss chunk {i}/4" for i in range(1, 5)]
 
 
 def test_generate_inputs_then_run(piwind_airflow):

@@ -60,6 +60,10 @@ class Model:
         """Tasks one worker of ``mode`` runs at once: a v1 task uses every core, so one; v2 chunks use one each."""
         return 1 if mode is Mode.V1 else self.scaling.v2_worker_concurrency
 
+    def pool_slots(self, mode: Mode) -> int:
+        """Slots of ``mode``'s pool (named as its queue): what the model's workers run at once, at most."""
+        return max(self.scaling.most_workers, 1) * self.worker_concurrency(mode)
+
     def worker_name(self, mode: Mode) -> str:
         """The queue as a service or Kubernetes name (``OasisLMF-PiWind-1-v2`` -> ``oasislmf-piwind-1-v2``)."""
         return slug(self.queue(mode), "-")

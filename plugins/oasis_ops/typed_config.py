@@ -19,9 +19,11 @@ def merge_config(
     choices: Mapping[str, tuple[str, ...]],
     minimums: Mapping[str, int] | None = None,
     maximums: Mapping[str, int] | None = None,
+    switches: tuple[str, ...] = (),
 ) -> C:
     """``base`` with ``data``'s fields replaced: string fields must be one of ``choices[field]``,
-    the others integers from ``minimums.get(field, 1)`` to ``maximums.get(field)`` (if given)."""
+    ``switches`` JSON booleans, the others integers from ``minimums.get(field, 1)`` to
+    ``maximums.get(field)`` (if given)."""
     if not data:
         return base
     if not isinstance(data, Mapping):
@@ -34,6 +36,10 @@ def merge_config(
         if name in choices:
             if value not in choices[name]:
                 raise OasisInputError(f"{source}: {name} must be one of {list(choices[name])}, got {value!r}")
+            continue
+        if name in switches:
+            if not isinstance(value, bool):
+                raise OasisInputError(f"{source}: {name} must be true or false, got {value!r}")
             continue
         minimum, maximum = (minimums or {}).get(name, 1), (maximums or {}).get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

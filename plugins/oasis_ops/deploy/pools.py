@@ -17,8 +17,7 @@ from oasis_ops.registry import Model, Registry, load_registry
 
 def model_pools(model: Model) -> dict[str, int]:
     """Pool name (the queue's name) -> slots, for the model's v1 and v2 queues: its workers' slots."""
-    workers = max(model.scaling.most_workers, 1)
-    return {model.queue(mode): workers * model.worker_concurrency(mode) for mode in Mode}
+    return {model.queue(mode): model.pool_slots(mode) for mode in Mode}
 
 
 def sync_pools(registry: Registry) -> dict[str, int]:

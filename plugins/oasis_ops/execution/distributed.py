@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
+from oasis_ops.constants import Mode
 from oasis_ops.context import TaskRun
 from oasis_ops.execution import steps
 from oasis_ops.execution.staging import local_exposure, stage_run, write_settings
@@ -125,8 +126,10 @@ def prepare_losses(run: TaskRun) -> list[dict[str, int]]:
         settings_folder.mkdir()
         shutil.copy2(merged, settings_folder / merged.name)
         storage.publish(settings_folder, RunFiles.of(run).merged_settings)
-    count = chunking.loss_chunks(events)
-    log.info("%d events -> %d loss chunk(s) (%s)", events, count, chunking.loss_strategy)
+    slots = run.model.pool_slots(Mode.V2)
+    count = chunking.loss_chunks(events, slots)
+    filled = f", filling {slots} pool slots" if chunking.fill_pool_slots else ""
+    log.info("%d events -> %d loss chunk(s) (%s%s)", events, count, chunking.loss_strategy, filled)
     return Chunk.all(count)
 
 
