@@ -187,10 +187,6 @@ class ComposeStack:
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True, timeout=600)
         return target
 
-    def storage_has(self, path: str) -> bool:
-        result = subprocess.run(["docker", "exec", self.container("api-server").id, "test", "-e", f"{STORAGE}/{path}"], timeout=60)
-        return result.returncode == 0
-
 
 def run_bytes(command: list[str]) -> bytes:
     return subprocess.run(command, capture_output=True, check=True, timeout=600).stdout

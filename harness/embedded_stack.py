@@ -21,7 +21,7 @@ import psutil
 from harness.airflow_home import BIN, REPO, AirflowHome, clean_environ
 from harness.local_stack import free_port
 from harness.polling import poll_until
-from harness.rest import RestClient, RestError
+from harness.rest import RestClient
 
 #: Longest the stack may take to answer and parse the model DAGs (the first start migrates nothing:
 #: :meth:`AirflowHome.create` did), and to stop (the launcher gives its services 30 s, then kills).
@@ -106,12 +106,7 @@ class EmbeddedStack:
             self._remember()
             if not (rest.is_up() and self.oasis_is_up()):
                 return False
-            try:
-                return all(rest.request("GET", f"/api/v2/dags/{dag_id}")["dag_id"] == dag_id for dag_id in dag_ids)
-            except RestError as exc:
-                if exc.status == 404:
-                    return False
-                raise
+            return rest.has_dags(dag_ids)
 
         try:
             poll_until(ready, timeout, lambda: f"make ui not ready (API, /oasis, DAGs {dag_ids}):\n{self.log_tail()}", 1)

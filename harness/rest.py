@@ -10,7 +10,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from harness.polling import poll_until
@@ -65,6 +65,15 @@ class RestClient:
                 return response.status == 200
         except OSError:
             return False
+
+    def has_dags(self, dag_ids: Iterable[str]) -> bool:
+        """Every one of ``dag_ids`` is parsed (a DAG not parsed yet answers 404)."""
+        try:
+            return all(self.request("GET", f"/api/v2/dags/{dag_id}")["dag_id"] == dag_id for dag_id in dag_ids)
+        except RestError as exc:
+            if exc.status == 404:
+                return False
+            raise
 
     # --- DAG runs ---
 

@@ -21,7 +21,7 @@ from harness.memory import PeakMemory
 from harness.outputs import assert_outputs_match, assert_same_files
 from harness.piwind import CASES, PIWIND, V1_DAG, V2_DAG, piwind_workspace
 from harness.polling import poll_until
-from harness.rest import FINISHED, RestClient, RestError
+from harness.rest import FINISHED, RestClient
 
 pytestmark = pytest.mark.stack
 
@@ -79,13 +79,6 @@ def stack(tmp_path: Path, piwind_root: Path):
         stack.down()
 
 
-def parsed(stack: CeleryStack) -> bool:
-    try:
-        return all(stack.rest.request("GET", f"/api/v2/dags/{dag_id}") for dag_id in (V1_DAG, V2_DAG))
-    except RestError:
-        return False
-
-
 def wait_all(rest: RestClient) -> dict[str, str]:
     """Each run's final state (by run id), once every run has one: two listings per poll, not one
     request per run, so that watching does not load the stack."""
@@ -118,7 +111,7 @@ def assert_waiting_work_left_in_priority_order(instances: list[dict[str, Any]]) 
 def test_twenty_analyses_at_once_all_succeed_alike_in_priority_order_each_task_once(stack, record_property):
     rest = stack.rest
     assert (rest.pools()[V1_QUEUE], rest.pools()[V2_QUEUE]) == (1, 2)
-    poll_until(lambda: parsed(stack), 180, "the PiWind DAGs were not parsed")
+    poll_until(lambda: rest.has_dags([V1_DAG, V2_DAG]), 180, "the PiWind DAGs were not parsed")
     runs = analyses()
     rest.token()
     started = time.monotonic()

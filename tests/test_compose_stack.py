@@ -123,17 +123,13 @@ def stack(images: Images, model: Model, tmp_path_factory: pytest.TempPathFactory
     try:
         log(f"up: {stack.up():.0f} s with {stack.program.version}")
         stack.put(PIWIND, ["exposure"])
-        for mode in Mode:
-            poll_until(lambda m=mode: dag_exists(stack, model.dag_id(m)), 300, f"{model.dag_id(mode)} is not parsed")
+        dag_ids = [model.dag_id(mode) for mode in Mode]
+        poll_until(lambda: stack.rest.has_dags(dag_ids), 300, f"{dag_ids} are not parsed")
         yield stack
     finally:
         (base / "compose.log").write_text(stack.logs())
         log(f"services' logs: {base / 'compose.log'}")
         stack.down("--volumes")
-
-
-def dag_exists(stack: ComposeStack, dag_id: str) -> bool:
-    return any(dag["dag_id"] == dag_id for dag in stack.rest.request("GET", "/api/v2/dags?limit=1000")["dags"])
 
 
 def v2_service(model: Model) -> str:
