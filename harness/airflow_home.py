@@ -51,6 +51,34 @@ class TaskRow(NamedTuple):
     state: str | None
 
 
+#: Creates DAG runs in the home's metadata database: ``[run_id, state, ended days ago or null,
+#: {task_id: [map_index, state]}]`` per run (``map_index`` >= 0 makes the instance a mapped one).
+MAKE_RUNS = """
+import json, sys
+from datetime import timedelta
+from airflow.api_fastapi.common.dagbag import create_dag_bag, get_latest_version_of_dag
+from airflow.utils import timezone
+from airflow.utils.session import create_session
+from airflow.utils.state import DagRunState
+from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+dag_id, runs = sys.argv[1], json.loads(sys.argv[2])
+now = timezone.utcnow()
+with create_session() as session:
+    dag = get_latest_version_of_dag(create_dag_bag(), dag_id, session)
+    for run_id, state, ended_days_ago, tasks in runs:
+        run = dag.create_dagrun(run_id=run_id, run_after=now, conf={"analysis_id": "a"}, run_type=DagRunType.MANUAL,
+                                triggered_by=DagRunTriggeredByType.TEST, state=DagRunState.RUNNING, session=session)
+        session.flush()
+        for ti in run.get_task_instances(session=session):
+            if ti.task_id in tasks:
+                ti.map_index, ti.state = tasks[ti.task_id]
+        run.state = state
+        run.end_date = None if ended_days_ago is None else now - timedelta(days=ended_days_ago)
+        session.merge(run)
+"""
+
+
 @dataclass(frozen=True)
 class AirflowHome:
     """A migrated Airflow home with its registry, storage root and the models' pools."""
@@ -99,6 +127,10 @@ class AirflowHome:
         result = self.dags_test(dag_id, conf)
         assert result.returncode == 0, output_tail(result)
         return result
+
+    def make_runs(self, dag_id: str, runs: list[list[Any]]) -> None:
+        """DAG runs of ``dag_id`` made in the metadata database as :data:`MAKE_RUNS` describes."""
+        subprocess.run([str(BIN / "python"), "-c", MAKE_RUNS, dag_id, json.dumps(runs)], env=self.env(), check=True, capture_output=True, timeout=300)
 
     def task_instances(self, dag_id: str) -> list[TaskRow]:
         """The task instances of the DAG's latest run, by task id and map index."""

@@ -196,33 +196,6 @@ def test_on_object_storage_intermediates_go_by_their_runs_end_or_their_last_chan
 
 # --- the DAG, end to end on a real Airflow ---
 
-#: Creates DAG runs of the v2 DAG in the home's metadata database: ``[run_id, state, ended days ago or
-#: null, {task_id: [map_index, state]}]`` per run (``map_index`` >= 0 makes the instance a mapped one).
-MAKE_RUNS = """
-import json, sys
-from datetime import timedelta
-from airflow.api_fastapi.common.dagbag import create_dag_bag, get_latest_version_of_dag
-from airflow.utils import timezone
-from airflow.utils.session import create_session
-from airflow.utils.state import DagRunState
-from airflow.utils.types import DagRunTriggeredByType, DagRunType
-
-dag_id, runs = sys.argv[1], json.loads(sys.argv[2])
-now = timezone.utcnow()
-with create_session() as session:
-    dag = get_latest_version_of_dag(create_dag_bag(), dag_id, session)
-    for run_id, state, ended_days_ago, tasks in runs:
-        run = dag.create_dagrun(run_id=run_id, run_after=now, conf={"analysis_id": "a"}, run_type=DagRunType.MANUAL,
-                                triggered_by=DagRunTriggeredByType.TEST, state=DagRunState.RUNNING, session=session)
-        session.flush()
-        for ti in run.get_task_instances(session=session):
-            if ti.task_id in tasks:
-                ti.map_index, ti.state = tasks[ti.task_id]
-        run.state = state
-        run.end_date = None if ended_days_ago is None else now - timedelta(days=ended_days_ago)
-        session.merge(run)
-"""
-
 #: Enters one scratch folder per owner, as tasks do, then dies by SIGKILL: a task killed mid-way.
 KILLED_TASKS = """
 import contextlib, json, os, signal, sys
@@ -257,7 +230,7 @@ def test_the_hygiene_dag_removes_ended_runs_and_killed_tasks_leftovers_and_never
         ["queued", "queued", 9, {}],  # a failed run cleared to resume it
     ]
     env = airflow.env()
-    subprocess.run([str(BIN / "python"), "-c", MAKE_RUNS, V2_DAG, json.dumps(runs)], env=env, check=True, capture_output=True, timeout=300)
+    airflow.make_runs(V2_DAG, runs)
     long_ago = datetime.now(UTC) - timedelta(days=40)
     # Every run's intermediate files, and one of a run deleted since; all unchanged for 40 days.
     for run_id in [*(r[0] for r in runs), "deleted"]:

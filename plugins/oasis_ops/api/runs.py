@@ -56,40 +56,44 @@ def trigger(analysis: AnalysisRecord, model: Model, mode: Mode, action: str, con
 
 
 def cancel(run: RunRecord, storage_id: str) -> None:
-    """Record the cancellation and mark the DAG run failed, its open tasks failed or skipped (Airflow
-    stops their processes within seconds); its intermediate files are removed as they stop (a
-    cancelled run is not a failure to resume)."""
-    from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
+    """Record the cancellation, end the DAG run failed (:func:`fail_dag_run`) and remove its intermediate
+    files as its tasks stop (a cancelled run is not a failure to resume)."""
+    records().mark_cancelled(run)
+    fail_dag_run(run.dag_id, run.run_id)
+    threading.Thread(target=_remove_intermediates, args=(run, storage_id), daemon=True, name="oasis-cancel").start()
+
+
+def fail_dag_run(dag_id: str, run_id: str) -> None:
+    """End an unfinished DAG run failed now: its running tasks failed (Airflow stops their processes
+    within seconds), the others ``upstream_failed``.
+
+    Not Airflow's ``set_dag_run_state_to_failed``: it skips the tasks that have not started and leaves
+    teardowns (v2's cleanup) to run, so a scheduler loop that read the run just before finds only
+    skipped leaves and ends the run ``success``. With ``upstream_failed`` leaves, any evaluation of the
+    run's state gives ``failed``.
+    """
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, State, TaskInstanceState
     from sqlalchemy import or_, select
 
-    records().mark_cancelled(run)
+    active = (TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED, TaskInstanceState.RESTARTING, TaskInstanceState.UP_FOR_RESCHEDULE)
     with create_session() as session:
-        dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == run.dag_id, DagRun.run_id == run.run_id))
-        if dag_run is not None and dag_run.state not in ("success", "failed"):
-            from airflow.api_fastapi.common.dagbag import create_dag_bag, get_latest_version_of_dag
-
-            dag = get_latest_version_of_dag(create_dag_bag(), run.dag_id, session)
-            set_dag_run_state_to_failed(dag=dag, run_id=run.run_id, commit=True, session=session)
-            # Airflow leaves teardown tasks (v2's cleanup) to run, and the run open until they end, which
-            # then ends as they do: success. A cancelled run ends failed now, its teardown skipped or
-            # stopped; the intermediate files the teardown would keep after a failure are removed below.
-            left = session.scalars(
-                select(TaskInstance).where(
-                    TaskInstance.dag_id == run.dag_id,
-                    TaskInstance.run_id == run.run_id,
-                    or_(TaskInstance.state.is_(None), TaskInstance.state.not_in(State.finished)),
-                )
-            ).all()
-            for ti in left:
-                stopped = ti.state in (TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED, TaskInstanceState.RESTARTING)
-                ti.set_state(TaskInstanceState.FAILED if stopped else TaskInstanceState.SKIPPED, session=session)
-            dag_run.set_state(DagRunState.FAILED)
-            session.merge(dag_run)
-    threading.Thread(target=_remove_intermediates, args=(run, storage_id), daemon=True, name="oasis-cancel").start()
+        dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        if dag_run is None or dag_run.state in State.finished_dr_states:
+            return
+        left = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.run_id == run_id,
+                or_(TaskInstance.state.is_(None), TaskInstance.state.not_in(State.finished)),
+            )
+        ).all()
+        for ti in left:
+            ti.set_state(TaskInstanceState.FAILED if ti.state in active else TaskInstanceState.UPSTREAM_FAILED, session=session)
+        dag_run.set_state(DagRunState.FAILED)
+        session.merge(dag_run)
 
 
 def _remove_intermediates(run: RunRecord, storage_id: str) -> None:
