@@ -25,7 +25,7 @@ def test_run_files_live_in_the_storage_root_per_analysis_and_run(tmp_path, piwin
     base = tmp_path / ".intermediate" / "a1" / "manual__2026-01-01T00_00_00_00_00"
     assert files.base.path == str(base)
     assert files.exposure.path == str(base / "exposure")
-    assert (files.keys(Chunk(3, 4)).path, files.merged_settings.path) == (str(base / "keys" / "3"), str(base / "losses" / "settings"))
+    assert (files.keys(Chunk(3, 4)).path, files.losses_dir.path) == (str(base / "keys" / "3"), str(base / "losses" / "run"))
     first = Chunk(0, 4)
     assert (files.loss_work(first).path, files.loss_log(first).path) == (str(base / "losses" / "1.work"), str(base / "losses" / "1.log"))
 
@@ -73,3 +73,47 @@ def test_v1_pipelines_follow_the_cores_the_task_may_use_or_the_models_setting(pi
     assert pinned.stdout.strip().splitlines()[-1] == "1"
     configured = dataclasses.replace(piwind_model, oasislmf_config=dict(piwind_model.oasislmf_config) | {"kernel_num_processes": 3})
     assert v1_pipelines(configured) == 3
+
+
+def test_chunks_and_the_output_step_reuse_the_run_folder_prepared_once(tmp_path, piwind_model, piwind_root, monkeypatch):
+    """``GenerateLossesDir`` (FM and GULMC structures, summary cross-references) runs once per run: the
+    folder is shared without its model data links, a chunk and the output step relink it and never
+    prepare again, and the outputs equal v1's byte for byte (PiWind, 10 locations, GUL+IL+RI)."""
+    import shutil
+
+    from oasis_ops.execution.environment import prepare_environment
+
+    prepare_environment()
+    from oasislmf.computation.generate.losses import GenerateLossesDir
+
+    from harness.outputs import assert_same_files
+    from oasis_ops.execution import steps
+
+    exposure_dir = piwind_root / "exposure"
+    exposure = {"location": exposure_dir / "SourceLocOEDPiWind10.csv", "account": exposure_dir / "SourceAccOEDPiWind.csv",
+                "ri_info": exposure_dir / "SourceReinsInfoOEDPiWind.csv", "ri_scope": exposure_dir / "SourceReinsScopeOEDPiWind.csv"}
+    settings = piwind_root / "analysis_settings" / "RI_analysis_settings.json"
+    keys = steps.lookup_keys(piwind_model, exposure, 0, 1, tmp_path / "keys")
+    inputs = steps.generate_inputs_from_keys(piwind_model, exposure, settings, [keys], tmp_path)
+    v1 = steps.generate_losses(piwind_model, inputs, settings, tmp_path / "v1")
+
+    prepared = tmp_path / "prepared"
+    steps.prepare_losses_dir(piwind_model, inputs, settings, prepared)
+    footprint = Path(piwind_model.oasislmf_config["model_data_dir"])
+    steps.shareable_losses_dir(prepared)
+    assert not (prepared / steps.MODEL_DATA_LINKS).exists()
+    assert (piwind_model.root / footprint / "footprint.bin").is_file()  # the links went, the data stayed
+
+    def prepared_again(*args, **kwargs):
+        raise AssertionError("GenerateLossesDir ran again in a prepared run folder")
+
+    monkeypatch.setattr(GenerateLossesDir, "run", prepared_again)
+    chunks = 2
+    outputs = steps.relink_losses_dir(piwind_model, shutil.copytree(prepared, tmp_path / "output-step"))
+    assert (outputs / "static" / "footprint.bin").resolve() == (piwind_model.root / footprint / "footprint.bin").resolve()
+    for chunk in range(chunks):
+        chunk_dir = steps.relink_losses_dir(piwind_model, shutil.copytree(prepared, tmp_path / f"chunk-{chunk}"))
+        shutil.copytree(steps.generate_losses_chunk(piwind_model, chunk_dir, chunk, chunks), outputs / "work", dirs_exist_ok=True)
+    v2 = steps.generate_losses_output(piwind_model, outputs, chunks)
+
+    assert any(name.startswith("ri_") for name in assert_same_files(v1, v2))

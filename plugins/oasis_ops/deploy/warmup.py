@@ -176,14 +176,16 @@ def run_analysis(model: Model, exposure: dict[str, Path], settings: Path, work: 
     key_chunks = [steps.lookup_keys(model, exposure, i, chunks, work / "lookup" / str(i)) for i in range(chunks)]
     inputs = steps.generate_inputs_from_keys(model, exposure, settings, key_chunks, work)
 
-    chunk_dir = work / "v2-chunk"
-    merged = steps.prepare_losses_dir(model, inputs, settings, chunk_dir)
-    binaries = steps.generate_losses_chunk(model, inputs, merged, chunk_dir, 0, 1)
-    # As distributed.aggregate does: a fresh run folder, the chunk's binaries in its work/.
-    output_dir = work / "v2-output"
-    steps.prepare_losses_dir(model, inputs, merged, output_dir)
+    # As distributed.py does: the run folder prepared once, shared without its model data links, then a
+    # chunk and the output step each in their own copy of it.
+    prepared = work / "v2-prepared"
+    steps.prepare_losses_dir(model, inputs, settings, prepared)
+    steps.shareable_losses_dir(prepared)
+    chunk_dir = steps.relink_losses_dir(model, shutil.copytree(prepared, work / "v2-chunk"))
+    binaries = steps.generate_losses_chunk(model, chunk_dir, 0, 1)
+    output_dir = steps.relink_losses_dir(model, shutil.copytree(prepared, work / "v2-output"))
     shutil.copytree(binaries, output_dir / "work", dirs_exist_ok=True)
-    output = steps.generate_losses_output(model, inputs, merged, output_dir, 1)
+    output = steps.generate_losses_output(model, output_dir, 1)
     if not any(output.glob("ri_*.csv")):
         raise RuntimeError(f"the warm-up analysis wrote no reinsurance output in {output}")
 

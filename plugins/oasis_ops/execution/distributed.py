@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
@@ -58,8 +59,9 @@ class RunFiles:
         return self.base / "keys" / str(chunk.index)
 
     @property
-    def merged_settings(self) -> ObjectStoragePath:
-        return self.base / "losses" / "settings"
+    def losses_dir(self) -> ObjectStoragePath:
+        """The run folder ``prepare_losses`` prepared once for every loss chunk and the output step."""
+        return self.base / "losses" / "run"
 
     def loss_work(self, chunk: Chunk) -> ObjectStoragePath:
         return self.base / "losses" / f"{chunk.index + 1}.work"
@@ -110,7 +112,8 @@ def write_input_files(run: TaskRun, lookup: list[Chunk]) -> None:
 
 
 def prepare_losses(run: TaskRun) -> list[dict[str, int]]:
-    """Prepare the run folder once (the merged settings every chunk uses) and decide the loss chunks."""
+    """Prepare the run folder once (``GenerateLossesDir``: the merged settings, the FM and GULMC
+    structures) and publish it for every chunk; decide the loss chunks."""
     request, storage = run.request, run.storage
     if not request.runs_losses:
         return []
@@ -120,12 +123,9 @@ def prepare_losses(run: TaskRun) -> list[dict[str, int]]:
         settings = write_settings(request, work)
         assert settings is not None  # RunRequest requires settings for runs_losses
         run_dir = work / "run"
-        merged = steps.prepare_losses_dir(run.model, inputs, settings, run_dir)
+        steps.prepare_losses_dir(run.model, inputs, settings, run_dir)
         events = steps.events_in_run_dir(run_dir)
-        settings_folder = work / "settings"
-        settings_folder.mkdir()
-        shutil.copy2(merged, settings_folder / merged.name)
-        storage.publish(settings_folder, RunFiles.of(run).merged_settings)
+        storage.publish(steps.shareable_losses_dir(run_dir), RunFiles.of(run).losses_dir)
     slots = run.model.pool_slots(Mode.V2)
     count = chunking.loss_chunks(events, slots)
     filled = f", filling {slots} pool slots" if chunking.fill_pool_slots else ""
@@ -133,15 +133,18 @@ def prepare_losses(run: TaskRun) -> list[dict[str, int]]:
     return Chunk.all(count)
 
 
+def _fetch_losses_dir(run: TaskRun, work: Path) -> Path:
+    """This machine's copy of the prepared run folder, its model data linked."""
+    return steps.relink_losses_dir(run.model, run.storage.fetch(RunFiles.of(run).losses_dir, work / "run"))
+
+
 def loss_chunk(run: TaskRun, chunk: Chunk) -> None:
     """One pipeline over this chunk's block of events; publishes its summary binaries."""
     files, storage = RunFiles.of(run), run.storage
     with storage.scratch(run.request.analysis_id) as work:
-        inputs = storage.fetch(storage.analysis(run.request.analysis_id).input, work / "input")
-        settings = storage.fetch(files.merged_settings, work / "settings") / "analysis_settings.json"
-        run_dir = work / "run"
+        run_dir = _fetch_losses_dir(run, work)
         with storage.published_on_exit(run_dir / "log", files.loss_log(chunk)):
-            binaries = steps.generate_losses_chunk(run.model, inputs, settings, run_dir, chunk.index, chunk.count)
+            binaries = steps.generate_losses_chunk(run.model, run_dir, chunk.index, chunk.count)
             storage.publish(binaries, files.loss_work(chunk))
     log.info("Loss chunk %s published", chunk.label)
 
@@ -159,10 +162,7 @@ def aggregate(run: TaskRun, losses: list[Chunk]) -> dict[str, Any]:
         return result
     files = RunFiles.of(run)
     with storage.scratch(request.analysis_id) as work:
-        inputs = storage.fetch(analysis.input, work / "input")
-        settings = storage.fetch(files.merged_settings, work / "settings") / "analysis_settings.json"
-        run_dir, logs = work / "run", work / "logs"
-        steps.prepare_losses_dir(run.model, inputs, settings, run_dir)
+        run_dir, logs = _fetch_losses_dir(run, work), work / "logs"
         for chunk in losses:
             part = storage.fetch(files.loss_work(chunk), work / "chunks" / str(chunk.index))
             shutil.copytree(part, run_dir / "work", dirs_exist_ok=True)
@@ -170,7 +170,7 @@ def aggregate(run: TaskRun, losses: list[Chunk]) -> dict[str, Any]:
                 storage.fetch(files.loss_log(chunk), logs / f"chunk-{chunk.index + 1}")
         with storage.published_on_exit(logs, analysis.logs):
             try:
-                output = steps.generate_losses_output(run.model, inputs, settings, run_dir, len(losses))
+                output = steps.generate_losses_output(run.model, run_dir, len(losses))
                 storage.publish(output, analysis.output)
             finally:
                 if (run_dir / "log").is_dir():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -183,26 +184,64 @@ def prepare_losses_dir(model: Model, inputs: Path, analysis_settings: Path, run_
     return run_dir / "output" / "analysis_settings.json"
 
 
+#: The run folder's links to the model's data (``static/``): valid on the machine that made them only, so
+#: a run folder is shared without them and they are made again where it is used (:func:`relink_losses_dir`).
+MODEL_DATA_LINKS = "static"
+
+
+def shareable_losses_dir(run_dir: Path) -> Path:
+    """A prepared run folder ready to publish: its model data links removed (the data stays)."""
+    shutil.rmtree(run_dir / MODEL_DATA_LINKS, ignore_errors=True)
+    return run_dir
+
+
+def relink_losses_dir(model: Model, run_dir: Path) -> Path:
+    """A fetched :func:`shareable_losses_dir` made runnable here: oasislmf's ``prepare_run_directory``
+    links the model's data again (and makes the empty folders an object store does not keep).
+
+    Loss chunks and the output step then skip ``GenerateLossesDir`` (its settings are stored in the
+    folder's ``output/``): its FM and GULMC structures are built once per run, not once per task.
+    """
+    from oasislmf.execution.bin import prepare_run_directory
+
+    kwargs = model_kwargs(model)
+    inputs = run_dir / "input"
+    prepare_run_directory(
+        str(run_dir),
+        str(inputs),
+        kwargs["model_data_dir"],
+        str(inputs / "analysis_settings.json"),
+        user_data_dir=kwargs.get("user_data_dir"),
+        copy_model_data=kwargs.get("copy_model_data", False),
+        model_storage_config_fp=kwargs.get("model_storage_json"),
+    )
+    return run_dir
+
+
 def events_in_run_dir(run_dir: Path) -> int:
     """Events in a prepared run folder's event set (``input/events.bin`` holds one int32 per event)."""
     return (run_dir / "input" / "events.bin").stat().st_size // 4
 
 
-def generate_losses_chunk(
-    model: Model, inputs: Path, merged_settings: Path, run_dir: Path, chunk: int, chunks: int
-) -> Path:
-    """Loss chunk ``chunk`` (0-based) of ``chunks``: one pipeline over its event block; returns its
-    ``<n>.work/`` folder of summary binaries."""
+def generate_losses_chunk(model: Model, run_dir: Path, chunk: int, chunks: int) -> Path:
+    """Loss chunk ``chunk`` (0-based) of ``chunks`` in a prepared run folder (:func:`relink_losses_dir`):
+    one pipeline over its event block; returns its ``<n>.work/`` folder of summary binaries."""
     partition = {"process_number": chunk + 1, "max_process_id": chunks, "kernel_num_processes": chunks}
-    OasisManager().generate_losses_partial(**_loss_kwargs(model, inputs, merged_settings, run_dir) | partition)
+    OasisManager().generate_losses_partial(**_prepared_kwargs(model, run_dir) | partition)
     return run_dir / f"{chunk + 1}.work"
 
 
-def generate_losses_output(model: Model, inputs: Path, merged_settings: Path, run_dir: Path, chunks: int) -> Path:
-    """ELT/PLT/ALT/EPT from the chunks' binaries, merged into ``run_dir/work/``; returns the output folder."""
+def generate_losses_output(model: Model, run_dir: Path, chunks: int) -> Path:
+    """ELT/PLT/ALT/EPT from the chunks' binaries, merged into the prepared ``run_dir/work/``; returns the
+    output folder."""
     partitions = {"max_process_id": chunks, "kernel_num_processes": chunks}
-    OasisManager().generate_losses_output(**_loss_kwargs(model, inputs, merged_settings, run_dir) | partitions)
+    OasisManager().generate_losses_output(**_prepared_kwargs(model, run_dir) | partitions)
     return run_dir / "output"
+
+
+def _prepared_kwargs(model: Model, run_dir: Path) -> dict[str, Any]:
+    """Step arguments in a run folder ``GenerateLossesDir`` prepared: its inputs and merged settings."""
+    return _loss_kwargs(model, run_dir / "input", run_dir / "output" / "analysis_settings.json", run_dir)
 
 
 def _loss_kwargs(model: Model, inputs: Path, analysis_settings: Path, run_dir: Path) -> dict[str, Any]:
