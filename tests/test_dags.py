@@ -69,6 +69,8 @@ def test_one_v1_dag_per_model_and_broken_entries_as_import_error(tmp_path, piwin
         "write_input_files": [queue, 2, None, False],
         "prepare_losses": [queue, 2, None, False],
         "loss_chunk": [queue, 2, "loss chunk {{ chunk_label }}", False],
+        "plan_outputs": [queue, 2, None, False],
+        "output_part": [queue, 2, "outputs {{ part_label }}", False],
         "aggregate": [queue, 2, None, False],
         "cleanup": [queue, 2, None, True],
     }

@@ -75,10 +75,11 @@ def test_v1_pipelines_follow_the_cores_the_task_may_use_or_the_models_setting(pi
     assert v1_pipelines(configured) == 3
 
 
-def test_chunks_and_the_output_step_reuse_the_run_folder_prepared_once(tmp_path, piwind_model, piwind_root, monkeypatch):
+def test_chunks_and_output_parts_reuse_the_run_folder_prepared_once_and_equal_v1(tmp_path, piwind_model, piwind_root, monkeypatch):
     """``GenerateLossesDir`` (FM and GULMC structures, summary cross-references) runs once per run: the
-    folder is shared without its model data links, a chunk and the output step relink it and never
-    prepare again, and the outputs equal v1's byte for byte (PiWind, 10 locations, GUL+IL+RI)."""
+    folder is shared without its model data links, chunks and output parts relink it and never prepare
+    again; the output parts (one per perspective's summary set) each write only their own files, and
+    together they equal v1's output byte for byte (PiWind, 10 locations, GUL+IL+RI)."""
     import shutil
 
     from oasis_ops.execution.environment import prepare_environment
@@ -108,12 +109,21 @@ def test_chunks_and_the_output_step_reuse_the_run_folder_prepared_once(tmp_path,
         raise AssertionError("GenerateLossesDir ran again in a prepared run folder")
 
     monkeypatch.setattr(GenerateLossesDir, "run", prepared_again)
-    chunks = 2
-    outputs = steps.relink_losses_dir(piwind_model, shutil.copytree(prepared, tmp_path / "output-step"))
-    assert (outputs / "static" / "footprint.bin").resolve() == (piwind_model.root / footprint / "footprint.bin").resolve()
+    chunks, binaries = 2, []
     for chunk in range(chunks):
         chunk_dir = steps.relink_losses_dir(piwind_model, shutil.copytree(prepared, tmp_path / f"chunk-{chunk}"))
-        shutil.copytree(steps.generate_losses_chunk(piwind_model, chunk_dir, chunk, chunks), outputs / "work", dirs_exist_ok=True)
-    v2 = steps.generate_losses_output(piwind_model, outputs, chunks)
+        assert (chunk_dir / "static" / "footprint.bin").resolve() == (piwind_model.root / footprint / "footprint.bin").resolve()
+        binaries.append(steps.generate_losses_chunk(piwind_model, chunk_dir, chunk, chunks))
+    # Each output part in its own folder, as on separate workers; together they make v1's output folder.
+    parts = steps.output_parts(prepared / "output" / "analysis_settings.json")
+    assert [part.label for part in parts] == ["gul_S1", "il_S1", "ri_S1"]
+    v2 = shutil.copytree(prepared / "output", tmp_path / "v2-output")
+    for part in parts:
+        part_dir = steps.relink_losses_dir(piwind_model, shutil.copytree(prepared, tmp_path / part.label))
+        for folder in binaries:
+            shutil.copytree(folder, part_dir / "work", dirs_exist_ok=True)
+        written = steps.generate_losses_output(piwind_model, part_dir, chunks, part)
+        assert {p.name.split("_")[0] for p in written.glob("*_S*_*") if "summary-info" not in p.name} == {part.runtype}
+        shutil.copytree(written, v2, dirs_exist_ok=True)
 
     assert any(name.startswith("ri_") for name in assert_same_files(v1, v2))

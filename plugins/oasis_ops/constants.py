@@ -46,6 +46,8 @@ class TaskKind(StrEnum):
     WRITE_INPUT_FILES = "write_input_files"
     PREPARE_LOSSES = "prepare_losses"
     LOSS_CHUNK = "loss_chunk"
+    PLAN_OUTPUTS = "plan_outputs"
+    OUTPUT_PART = "output_part"
     AGGREGATE = "aggregate"
     CLEANUP = "cleanup"
 
@@ -61,7 +63,9 @@ _DEFAULT_TIMEOUTS = {
     TaskKind.WRITE_INPUT_FILES: timedelta(hours=2),
     TaskKind.PREPARE_LOSSES: timedelta(hours=1),
     TaskKind.LOSS_CHUNK: timedelta(hours=6),
-    TaskKind.AGGREGATE: timedelta(hours=6),
+    TaskKind.PLAN_OUTPUTS: timedelta(minutes=30),
+    TaskKind.OUTPUT_PART: timedelta(hours=6),
+    TaskKind.AGGREGATE: timedelta(hours=1),
     TaskKind.CLEANUP: timedelta(minutes=30),
 }
 

@@ -76,15 +76,15 @@ def build_v1_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG
     return dag
 
 
-def _label_chunk(chunk: dict[str, int]) -> None:
-    """Name a mapped instance in the UI (its ``map_index_template``) as ``<n>/<count>``."""
-    context = cast("dict[str, Any]", get_current_context())
-    context["chunk_label"] = f"{chunk['index'] + 1}/{chunk['count']}"
+def _label(**labels: str) -> None:
+    """Name a mapped instance in the UI: the values its ``map_index_template`` renders."""
+    cast("dict[str, Any]", get_current_context()).update(labels)
 
 
 def build_v2_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG:
     """v2, distributed: prepare -> keys-lookup chunks -> input files -> prepare losses -> loss chunks
-    -> aggregate, then cleanup (a teardown: it runs after failures too but does not decide the run's state).
+    -> output parts (one per summary set of each perspective, planned beside the chunks) -> aggregate,
+    then cleanup (a teardown: it runs after failures too but does not decide the run's state).
 
     Task bodies live in :mod:`oasis_ops.execution.distributed`, imported when a task runs, never at parse time.
     """
@@ -111,7 +111,7 @@ def build_v2_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG
 
         @task(**step(TaskKind.LOOKUP_CHUNK, map_index_template="keys chunk {{ chunk_label }}"))
         def lookup_chunk(chunk: dict[str, int], **context: Any) -> None:
-            _label_chunk(chunk)
+            _label(chunk_label=v2().Chunk(**chunk).label)
             run_task(v2().lookup_chunk, model, context, v2().Chunk(**chunk))
 
         # runs after an empty (skipped) lookup too: action "run"
@@ -123,15 +123,25 @@ def build_v2_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG
         def prepare_losses(**context: Any) -> list[dict[str, int]]:
             return run_task(v2().prepare_losses, model, context)
 
+        @task(**step(TaskKind.PLAN_OUTPUTS))
+        def plan_outputs(**context: Any) -> list[dict[str, Any]]:
+            return run_task(v2().plan_outputs, model, context)
+
         @task(**step(TaskKind.LOSS_CHUNK, map_index_template="loss chunk {{ chunk_label }}"))
         def loss_chunk(chunk: dict[str, int], **context: Any) -> None:
-            _label_chunk(chunk)
+            _label(chunk_label=v2().Chunk(**chunk).label)
             run_task(v2().loss_chunk, model, context, v2().Chunk(**chunk))
+
+        @task(**step(TaskKind.OUTPUT_PART, map_index_template="outputs {{ part_label }}"))
+        def output_part(part: dict[str, Any], losses: list[dict[str, int]], **context: Any) -> None:
+            output = v2().OutputPart(**part)
+            _label(part_label=output.label)
+            run_task(v2().output_part, model, context, output, [v2().Chunk(**c) for c in losses])
 
         # runs after empty losses too: action "generate_inputs"
         @task(**step(TaskKind.AGGREGATE, trigger_rule="none_failed"))
-        def aggregate(losses: list[dict[str, int]], **context: Any) -> dict[str, Any]:
-            return run_task(v2().aggregate, model, context, [v2().Chunk(**c) for c in losses])
+        def aggregate(losses: list[dict[str, int]], parts: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
+            return run_task(v2().aggregate, model, context, [v2().Chunk(**c) for c in losses], [v2().OutputPart(**p) for p in parts])
 
         @teardown
         @task(**step(TaskKind.CLEANUP))
@@ -144,8 +154,11 @@ def build_v2_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG
         lookup_chunk.expand(chunk=lookup) >> inputs
         losses = prepare_losses()
         inputs >> losses
-        done = aggregate(losses)
-        loss_chunk.expand(chunk=losses) >> done
+        outputs = plan_outputs()
+        losses >> outputs
+        parts = output_part.partial(losses=losses).expand(part=outputs)
+        done = aggregate(losses, outputs)
+        loss_chunk.expand(chunk=losses) >> parts >> done
         done >> cleanup()
     return dag
 

@@ -183,11 +183,12 @@ def run_analysis(model: Model, exposure: dict[str, Path], settings: Path, work: 
     steps.shareable_losses_dir(prepared)
     chunk_dir = steps.relink_losses_dir(model, shutil.copytree(prepared, work / "v2-chunk"))
     binaries = steps.generate_losses_chunk(model, chunk_dir, 0, 1)
-    output_dir = steps.relink_losses_dir(model, shutil.copytree(prepared, work / "v2-output"))
-    shutil.copytree(binaries, output_dir / "work", dirs_exist_ok=True)
-    output = steps.generate_losses_output(model, output_dir, 1)
-    if not any(output.glob("ri_*.csv")):
-        raise RuntimeError(f"the warm-up analysis wrote no reinsurance output in {output}")
+    for part in steps.output_parts(prepared / "output" / "analysis_settings.json"):
+        output_dir = steps.relink_losses_dir(model, shutil.copytree(prepared, work / f"v2-{part.label}"))
+        shutil.copytree(binaries, output_dir / "work", dirs_exist_ok=True)
+        output = steps.generate_losses_output(model, output_dir, 1, part)
+        if not any(output.glob(f"{part.label}_*.csv")):
+            raise RuntimeError(f"the warm-up analysis wrote no {part.label} output in {output}")
 
     steps.generate_losses(model, inputs, settings, work / "v1")
 

@@ -20,6 +20,7 @@ from oasis_ops.constants import Mode
 from oasis_ops.context import TaskRun
 from oasis_ops.execution import steps
 from oasis_ops.execution.staging import local_exposure, stage_run, write_settings
+from oasis_ops.execution.steps import OutputPart
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ class RunFiles:
 
     def loss_log(self, chunk: Chunk) -> ObjectStoragePath:
         return self.base / "losses" / f"{chunk.index + 1}.log"
+
+    def output_files(self, part: OutputPart) -> ObjectStoragePath:
+        return self.base / "outputs" / part.label
+
+    def output_log(self, part: OutputPart) -> ObjectStoragePath:
+        return self.base / "outputs" / f"{part.label}.log"
 
 
 def prepare(run: TaskRun) -> list[dict[str, int]]:
@@ -133,6 +140,18 @@ def prepare_losses(run: TaskRun) -> list[dict[str, int]]:
     return Chunk.all(count)
 
 
+def plan_outputs(run: TaskRun) -> list[dict[str, Any]]:
+    """The output parts of the run (one per summary set of each perspective), from the merged settings
+    of the prepared run folder; runs beside the loss chunks."""
+    if not run.request.runs_losses:
+        return []
+    with run.storage.scratch(run.request.analysis_id) as work:
+        settings = run.storage.fetch(RunFiles.of(run).losses_dir / "output" / "analysis_settings.json", work / "analysis_settings.json")
+        parts = steps.output_parts(settings)
+    log.info("%d output part(s): %s", len(parts), ", ".join(part.label for part in parts))
+    return [asdict(part) for part in parts]
+
+
 def _fetch_losses_dir(run: TaskRun, work: Path) -> Path:
     """This machine's copy of the prepared run folder, its model data linked."""
     return steps.relink_losses_dir(run.model, run.storage.fetch(RunFiles.of(run).losses_dir, work / "run"))
@@ -149,32 +168,55 @@ def loss_chunk(run: TaskRun, chunk: Chunk) -> None:
     log.info("Loss chunk %s published", chunk.label)
 
 
-def aggregate(run: TaskRun, losses: list[Chunk]) -> dict[str, Any]:
-    """Merge the chunks' binaries, write ELT/PLT/ALT/EPT (GenerateLossesOutput), publish ``output/``.
+def output_part(run: TaskRun, part: OutputPart, losses: list[Chunk]) -> None:
+    """One summary set's ELT/PLT/ALT/EPT files from every chunk's binaries (oasislmf's output step run for
+    that part alone); publishes the files it wrote and its logs."""
+    files, storage = RunFiles.of(run), run.storage
+    with storage.scratch(run.request.analysis_id) as work:
+        run_dir = _fetch_losses_dir(run, work)
+        for chunk in losses:
+            shutil.copytree(storage.fetch(files.loss_work(chunk), work / "chunks" / str(chunk.index)), run_dir / "work", dirs_exist_ok=True)
+        prepared = {p.relative_to(run_dir) for p in (run_dir / "output").rglob("*") if p.is_file()}
+        with storage.published_on_exit(run_dir / "log", files.output_log(part)):
+            steps.generate_losses_output(run.model, run_dir, len(losses), part)
+        written = work / "written"
+        for path in sorted((run_dir / "output").rglob("*")):
+            if path.is_file() and path.relative_to(run_dir) not in prepared:
+                (written / path.relative_to(run_dir / "output")).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(path, written / path.relative_to(run_dir / "output"))
+        if not written.is_dir():
+            raise RuntimeError(f"oasislmf's output step wrote no file for {part.label}; see its logs in {files.output_log(part)}")
+        storage.publish(written, files.output_files(part))
+    log.info("Outputs %s published", part.label)
 
-    ``logs/`` gets each chunk's pipeline logs under ``chunk-<n>/`` and the output step's under ``output/``.
+
+def aggregate(run: TaskRun, losses: list[Chunk], parts: list[OutputPart]) -> dict[str, Any]:
+    """Publish ``output/``: the output parts' files beside what ``GenerateLossesDir`` wrote there
+    (the merged settings, the summary information), all at once.
+
+    ``logs/`` gets each chunk's pipeline logs under ``chunk-<n>/`` and each output part's under
+    ``output-<part>/``.
     """
     request, storage = run.request, run.storage
     analysis = storage.analysis(request.analysis_id)
     result: dict[str, Any] = {"model": run.model.key, "analysis_id": request.analysis_id, "action": request.action}
-    result |= {"input": str(analysis.input), "output": None, "loss_chunks": len(losses)}
+    result |= {"input": str(analysis.input), "output": None, "loss_chunks": len(losses), "output_parts": len(parts)}
     if not request.runs_losses:
         return result
     files = RunFiles.of(run)
     with storage.scratch(request.analysis_id) as work:
-        run_dir, logs = _fetch_losses_dir(run, work), work / "logs"
+        output, logs = storage.fetch(files.losses_dir / "output", work / "output"), work / "logs"
+        for part in parts:
+            shutil.copytree(storage.fetch(files.output_files(part), work / "parts" / part.label), output, dirs_exist_ok=True)
         for chunk in losses:
-            part = storage.fetch(files.loss_work(chunk), work / "chunks" / str(chunk.index))
-            shutil.copytree(part, run_dir / "work", dirs_exist_ok=True)
             if files.loss_log(chunk).exists():
                 storage.fetch(files.loss_log(chunk), logs / f"chunk-{chunk.index + 1}")
-        with storage.published_on_exit(logs, analysis.logs):
-            try:
-                output = steps.generate_losses_output(run.model, run_dir, len(losses))
-                storage.publish(output, analysis.output)
-            finally:
-                if (run_dir / "log").is_dir():
-                    shutil.copytree(run_dir / "log", logs / "output")
+        for part in parts:
+            if files.output_log(part).exists():
+                storage.fetch(files.output_log(part), logs / f"output-{part.label}")
+        if logs.is_dir():
+            storage.publish(logs, analysis.logs)
+        storage.publish(output, analysis.output)
     log.info("Outputs published to %s", analysis.output)
     return result | {"output": str(analysis.output)}
 

@@ -8,10 +8,12 @@ them against the config file's folder.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -227,21 +229,62 @@ def generate_losses_chunk(model: Model, run_dir: Path, chunk: int, chunks: int) 
     """Loss chunk ``chunk`` (0-based) of ``chunks`` in a prepared run folder (:func:`relink_losses_dir`):
     one pipeline over its event block; returns its ``<n>.work/`` folder of summary binaries."""
     partition = {"process_number": chunk + 1, "max_process_id": chunks, "kernel_num_processes": chunks}
-    OasisManager().generate_losses_partial(**_prepared_kwargs(model, run_dir) | partition)
+    merged = run_dir / "output" / "analysis_settings.json"
+    OasisManager().generate_losses_partial(**_loss_kwargs(model, run_dir / "input", merged, run_dir) | partition)
     return run_dir / f"{chunk + 1}.work"
 
 
-def generate_losses_output(model: Model, run_dir: Path, chunks: int) -> Path:
-    """ELT/PLT/ALT/EPT from the chunks' binaries, merged into the prepared ``run_dir/work/``; returns the
-    output folder."""
+#: oasislmf's perspectives (run types), each with its ``<runtype>_output`` switch and ``<runtype>_summaries``.
+RUNTYPES = ("gul", "il", "ri", "rl")
+
+
+@dataclass(frozen=True)
+class OutputPart:
+    """One perspective's summary set: what oasislmf's output step computes for it (its ELT/PLT files
+    concatenated from the chunks, its ALT/EPT from its own work folders) depends on nothing else, so the
+    parts run as separate tasks and their files together equal one output step's, byte for byte."""
+
+    runtype: str
+    summary_id: int
+
+    @property
+    def label(self) -> str:
+        """As oasislmf names the part's files: ``il_S1``."""
+        return f"{self.runtype}_S{self.summary_id}"
+
+    def settings(self, merged: Mapping[str, Any]) -> dict[str, Any]:
+        """The merged settings with every other perspective and summary set switched off."""
+        settings = dict(merged)
+        for runtype in RUNTYPES:
+            if runtype != self.runtype:
+                settings[f"{runtype}_output"], settings[f"{runtype}_summaries"] = False, []
+        settings[f"{self.runtype}_summaries"] = [s for s in merged[f"{self.runtype}_summaries"] if s.get("id") == self.summary_id]
+        return settings
+
+
+def output_parts(merged_settings: Path) -> list[OutputPart]:
+    """The output parts of a run whose merged settings (a prepared run folder's
+    ``output/analysis_settings.json``) are ``merged_settings``: one per summary set of each perspective
+    it outputs."""
+    merged = json.loads(merged_settings.read_text())
+    return [
+        OutputPart(runtype, summary["id"])
+        for runtype in RUNTYPES
+        if merged.get(f"{runtype}_output")
+        for summary in merged.get(f"{runtype}_summaries") or []
+        if "id" in summary
+    ]
+
+
+def generate_losses_output(model: Model, run_dir: Path, chunks: int, part: OutputPart) -> Path:
+    """``part``'s ELT/PLT/ALT/EPT files from the chunks' binaries, merged into the prepared ``run_dir/work/``;
+    returns the output folder (which also holds the files ``GenerateLossesDir`` put there)."""
+    merged = run_dir / "output" / "analysis_settings.json"
+    settings = run_dir / f"{part.label}_analysis_settings.json"
+    settings.write_text(json.dumps(part.settings(json.loads(merged.read_text())), indent=4))
     partitions = {"max_process_id": chunks, "kernel_num_processes": chunks}
-    OasisManager().generate_losses_output(**_prepared_kwargs(model, run_dir) | partitions)
+    OasisManager().generate_losses_output(**_loss_kwargs(model, run_dir / "input", settings, run_dir) | partitions)
     return run_dir / "output"
-
-
-def _prepared_kwargs(model: Model, run_dir: Path) -> dict[str, Any]:
-    """Step arguments in a run folder ``GenerateLossesDir`` prepared: its inputs and merged settings."""
-    return _loss_kwargs(model, run_dir / "input", run_dir / "output" / "analysis_settings.json", run_dir)
 
 
 def _loss_kwargs(model: Model, inputs: Path, analysis_settings: Path, run_dir: Path) -> dict[str, Any]:
