@@ -125,6 +125,10 @@ class RestClient:
         """Pool name -> slots."""
         return {pool["name"]: pool["slots"] for pool in self.request("GET", "/api/v2/pools?limit=1000")["pools"]}
 
+    def set_pool_slots(self, pool: str, slots: int) -> None:
+        """Resize a pool (Airflow's PATCH wants the whole pool and an update mask)."""
+        self.request("PATCH", f"/api/v2/pools/{urllib.parse.quote(pool)}?update_mask=slots", {"pool": pool, "slots": slots, "include_deferred": False})
+
     def assets(self, uri: str) -> list[dict[str, Any]]:
         return self.request("GET", f"/api/v2/assets?uri_pattern={urllib.parse.quote(uri)}")["assets"]
 

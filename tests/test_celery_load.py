@@ -73,7 +73,7 @@ def stack(tmp_path: Path, piwind_root: Path):
     stack.up()
     try:
         stack.add_worker(SECOND_V2_WORKER, V2_QUEUE, 1)
-        stack.rest.request("PATCH", f"/api/v2/pools/{V1_QUEUE}?update_mask=slots", {"pool": V1_QUEUE, "slots": 1, "include_deferred": False})
+        stack.rest.set_pool_slots(V1_QUEUE, 1)
         yield stack
     finally:
         stack.down()

@@ -60,23 +60,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory, piwind_root: Path):
         yield stack
 
 
+#: PiWind's pools: one v1 worker (1 slot) and a v2 worker running 2 tasks at once.
+V1_POOL, V2_POOL = "OasisLMF-PiWind-1", "OasisLMF-PiWind-1-v2"
+
+
 def test_priority_orders_waiting_tasks_across_v1_and_v2_runs(stack):
     rest = stack.rest
-    # PiWind runs one v1 worker (a pool of 1 slot) and its v2 worker runs 2 tasks at once.
-    assert {name: slots for name, slots in rest.pools().items() if name.startswith("OasisLMF")} == {
-        "OasisLMF-PiWind-1": 1, "OasisLMF-PiWind-1-v2": 2
-    }
-    busy = CASES["case_1"].conf(priority=5, chunking={"fixed_analysis_chunks": 4})
-    rest.trigger(V1_DAG, "busy-v1", busy | {"analysis_id": "prio-busy-v1"})
-    rest.trigger(V2_DAG, "busy-v2", busy | {"analysis_id": "prio-busy-v2"})
-    rest.wait_for_task(V1_DAG, "busy-v1", "running")
-    rest.wait_for_task(V2_DAG, "busy-v2", "running", task_id="loss_chunk")
-    # While the workers are busy, runs wait; the lowest priority is triggered first.
+    assert {name: slots for name, slots in rest.pools().items() if name.startswith("OasisLMF")} == {V1_POOL: 1, V2_POOL: 2}
+    # Runs arrive, the lowest priority first, while both pools are closed (0 slots): all of them wait,
+    # however fast the machine. Reopened with one slot each, the waiting tasks leave by priority.
     waiting = [(V1_DAG, "v1-low", 2), (V1_DAG, "v1-mid", 6), (V1_DAG, "v1-top", 9), (V2_DAG, "v2-low", 2), (V2_DAG, "v2-top", 9)]
-    for dag_id, run_id, priority in waiting:
-        rest.trigger(dag_id, run_id, GENERATE | {"analysis_id": f"prio-{run_id}", "priority": priority})
-    for dag_id, run_id in [(V1_DAG, "busy-v1"), (V2_DAG, "busy-v2"), *((d, r) for d, r, _ in waiting)]:
-        assert rest.wait(dag_id, run_id) == "success", run_id
+    try:
+        for pool in (V1_POOL, V2_POOL):
+            rest.set_pool_slots(pool, 0)
+        for dag_id, run_id, priority in waiting:
+            rest.trigger(dag_id, run_id, GENERATE | {"analysis_id": f"prio-{run_id}", "priority": priority})
+        for dag_id, run_id, _ in waiting:
+            rest.wait_for_task(dag_id, run_id, "scheduled")
+        for pool in (V1_POOL, V2_POOL):
+            rest.set_pool_slots(pool, 1)
+        for dag_id, run_id, _ in waiting:
+            assert rest.wait(dag_id, run_id) == "success", run_id
+    finally:
+        rest.set_pool_slots(V1_POOL, 1)
+        rest.set_pool_slots(V2_POOL, 2)
 
     first_start = {}
     for dag_id, run_id, priority in waiting:
