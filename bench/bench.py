@@ -45,7 +45,7 @@ from harness.rest import RestClient, RestError
 try:
     from oasis_ops.constants import Executor, Mode
     from oasis_ops.execution.environment import prepare_environment
-    from oasis_ops.registry import load_registry
+    from oasis_ops.registry import Model, load_registry
     from oasis_ops.tools.synthetic import SyntheticModelSpec, build_synthetic_model
 except ModuleNotFoundError as missing:  # the product is plugins/, which Airflow (not pip) puts on sys.path
     raise SystemExit(f"{missing}: run from the repository root with PYTHONPATH=plugins (the Makefile exports it)") from None
@@ -132,6 +132,18 @@ def dags_parsed(rest: RestClient, dag_ids: list[str]) -> bool:
 
 
 @contextlib.contextmanager
+def celery_stack(base: Path, registry: Path, storage: Path, dag_ids: list[str]) -> Iterator[CeleryStack]:
+    """``make celery-up`` on a fresh database, ``dag_ids`` parsed; stopped (its database dropped) on exit."""
+    celery = CeleryStack(base / "celery", registry, storage, PASSWORD)
+    try:
+        celery.up()
+        poll_until(lambda: dags_parsed(celery.rest, dag_ids), 180, f"DAGs {dag_ids} not parsed; see {celery.home / 'celery'}")
+        yield celery
+    finally:
+        celery.down()
+
+
+@contextlib.contextmanager
 def running_stack(executor: BenchExecutor, base: Path, registry: Path, storage: Path, dag_ids: list[str]) -> Iterator[RunningStack]:
     """The stack of ``executor``, started with ``dag_ids`` parsed; stopped (and its database dropped) on exit."""
     if executor is BenchExecutor.LOCAL:
@@ -140,14 +152,9 @@ def running_stack(executor: BenchExecutor, base: Path, registry: Path, storage: 
             local.start(dag_ids)
             yield RunningStack(local.rest, lambda: [p.pid for p in local.processes], airflow.home)
         return
-    celery = CeleryStack(base / "celery", registry, storage, PASSWORD)
-    try:
-        celery.up()
-        poll_until(lambda: dags_parsed(celery.rest, dag_ids), 180, f"DAGs {dag_ids} not parsed; see {celery.home / 'celery'}")
+    with celery_stack(base, registry, storage, dag_ids) as celery:
         pids = list(celery.pids().values())  # process group leaders, started with the stack
         yield RunningStack(celery.rest, lambda: pids, celery.home)
-    finally:
-        celery.down()
 
 
 def run_dag(stack: RunningStack, dag_id: str, run_id: str, conf: dict) -> tuple[float, int]:
@@ -162,14 +169,35 @@ def run_dag(stack: RunningStack, dag_id: str, run_id: str, conf: dict) -> tuple[
     return time.monotonic() - started, memory.peak
 
 
-def bench(case: Case, chunks: int, base: Path, executor: BenchExecutor, warm_up: bool = True) -> list[tuple[str, float, int]]:
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    """A case deployed for the DAG legs: its storage root (exposure copied in), registry and model."""
+
+    storage: Path
+    registry: Path
+    model: Model
+    #: The run conf every leg shares: the exposure files (relative to the storage root) and the settings.
+    conf: dict
+
+    def output(self, analysis_id: str) -> Path:
+        return self.storage / "analyses" / analysis_id / "output"
+
+
+def deploy(case: Case, base: Path) -> Workspace:
+    """The case's exposure in a fresh storage root and its model in a registry of its own, under ``base``."""
     storage = base / "storage"
     shutil.copytree(exposure_folder(case), storage / "exposure")
     registry = write_registry(base / "registry.yaml", case.entry)
     (model,) = load_registry(registry).models
-    v1, v2 = model.dag_id(Mode.V1), model.dag_id(Mode.V2)
     conf = {param: f"exposure/{name}" for param, name in case.exposure.items()}
     conf["analysis_settings"] = json.loads(case.settings.read_text())
+    return Workspace(storage, registry, model, conf)
+
+
+def bench(case: Case, chunks: int, base: Path, executor: BenchExecutor, warm_up: bool = True) -> list[tuple[str, float, int]]:
+    workspace = deploy(case, base)
+    storage, registry, model, conf = workspace.storage, workspace.registry, workspace.model, workspace.conf
+    v1, v2 = model.dag_id(Mode.V1), model.dag_id(Mode.V2)
     if warm_up:
         print("warming numba's cache with an untimed CLI run ...", flush=True)
         run_cli(case, base / "warmup")
@@ -181,8 +209,7 @@ def bench(case: Case, chunks: int, base: Path, executor: BenchExecutor, warm_up:
         chunking = {"fixed_lookup_chunks": chunks, "fixed_analysis_chunks": chunks}
         conf_v2 = conf | {"analysis_id": "bench-v2", "chunking": chunking}
         results.append((f"v2 DAG, {chunks} chunks", *run_dag(stack, v2, "bench-v2", conf_v2)))
-    analyses = storage / "analyses"
-    assert_same_files(analyses / "bench-v1" / "output", analyses / "bench-v2" / "output")
+    assert_same_files(workspace.output("bench-v1"), workspace.output("bench-v2"))
     return results
 
 

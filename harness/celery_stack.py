@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.airflow_home import REPO, clean_environ, write_airflow_cfg
@@ -106,14 +107,26 @@ class CeleryStack:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
             engine.dispose()
 
-    def add_worker(self, name: str, queue: str, concurrency: int) -> None:
-        """One more Celery worker on ``queue``, as ``docker compose --scale`` would add, through the launcher's own code."""
+    def add_worker(self, name: str, queue: str, concurrency: int, cores: Sequence[int] = ()) -> None:
+        """One more Celery worker on ``queue``, as ``docker compose --scale`` would add, through the launcher's own code.
+
+        With ``cores`` the worker and every task it runs may use those CPUs only (``taskset -c``: the
+        affinity is inherited by every process it starts), so that on one host it stands for a machine
+        of that many cores.
+        """
         command = ("celery", "worker", "--queues", queue, "--concurrency", str(concurrency))
         code = (
             "from oasis_ops.deploy.celery_local import start_service\n"
             "from oasis_ops.deploy.stack import Service\n"
             f"start_service(Service({name!r}, {command!r}, {queue!r}, {concurrency}))"
         )
+        pinned = ["taskset", "-c", ",".join(str(core) for core in cores)] if cores else []
+        subprocess.run([*pinned, sys.executable, "-c", code], env=self.env, check=True, timeout=120)
+
+    def stop_service(self, name: str) -> None:
+        """Stop one service (a worker: with the tasks it runs) through the launcher's own code, so that
+        ``down()`` no longer has it to stop."""
+        code = f"from oasis_ops.deploy.celery_local import stop_service\nstop_service({name!r})"
         subprocess.run([sys.executable, "-c", code], env=self.env, check=True, timeout=120)
 
     def restart(self, service: str) -> None:
