@@ -107,10 +107,19 @@ def test_priority_orders_runs_waiting_for_the_v1_worker(stack):
     rest = stack.rest
     rest.trigger(V1_DAG, "prio-busy", CONTROL_SET.conf("prio-busy", priority=5))
     rest.wait_for_task(V1_DAG, "prio-busy", "running", task_id="run_analysis")
-    # The v1 worker is busy; three runs wait (its pool has one slot), the lowest priority first.
+    # The v1 worker is busy; three runs arrive, the lowest priority first, and wait. Its pool (the model's
+    # pool and queue share a name) is closed meanwhile, so that they wait however long the busy run
+    # takes; reopened, the waiting tasks leave by priority.
     waiting = [("prio-low", 2), ("prio-mid", 6), ("prio-top", 9)]
-    for run_id, priority in waiting:
-        rest.trigger(V1_DAG, run_id, GENERATE | {"analysis_id": run_id, "priority": priority})
+    slots = rest.pools()[V1_QUEUE]
+    try:
+        rest.set_pool_slots(V1_QUEUE, 0)
+        for run_id, priority in waiting:
+            rest.trigger(V1_DAG, run_id, GENERATE | {"analysis_id": run_id, "priority": priority})
+        for run_id, _ in waiting:
+            rest.wait_for_task(V1_DAG, run_id, "scheduled")
+    finally:
+        rest.set_pool_slots(V1_QUEUE, slots)
     for run_id in ("prio-busy", *(r for r, _ in waiting)):
         assert rest.wait(V1_DAG, run_id) == "success"
     starts = {run_id: rest.task_instances(V1_DAG, run_id)[0]["start_date"] for run_id, _ in waiting}
