@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import piwind
-from harness.airflow_home import AirflowHome
+from harness.airflow_home import BIN, AirflowHome
 from harness.piwind import PIWIND, piwind_workspace
 from harness.registry import write_registry
 
@@ -71,3 +72,14 @@ def piwind_airflow(tmp_path_factory: pytest.TempPathFactory, piwind_root: Path) 
     base = tmp_path_factory.mktemp("piwind_e2e")
     storage, registry = piwind_workspace(base)
     return AirflowHome.create(base / "airflow", registry, storage)
+
+
+@pytest.fixture(scope="module")
+def piwind_dags_airflow(tmp_path_factory: pytest.TempPathFactory, piwind_root: Path) -> AirflowHome:
+    """A PiWind home of the test module's own, its DAGs serialized into the metadata database: for tests
+    that make DAG runs there themselves (:meth:`AirflowHome.make_runs`)."""
+    base = tmp_path_factory.mktemp("piwind_dags")
+    storage, registry = piwind_workspace(base)
+    home = AirflowHome.create(base / "airflow", registry, storage)
+    subprocess.run([str(BIN / "airflow"), "dags", "reserialize"], env=home.env(), check=True, capture_output=True, timeout=300)
+    return home

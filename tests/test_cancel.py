@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
-import pytest
-
-from harness.airflow_home import BIN, AirflowHome
-from harness.piwind import V2_DAG, piwind_workspace
+from harness.airflow_home import BIN
+from harness.piwind import V2_DAG
 
 #: Fails the run while a scheduler session holds it, then lets that session evaluate the run's state;
 #: prints the run's state and its task instances' states as the database has them afterwards.
@@ -42,16 +39,8 @@ with create_session() as session:
 """
 
 
-@pytest.fixture(scope="module")
-def airflow(tmp_path_factory: pytest.TempPathFactory, piwind_root: Path) -> AirflowHome:
-    base = tmp_path_factory.mktemp("cancel")
-    storage, registry = piwind_workspace(base)
-    home = AirflowHome.create(base / "airflow", registry, storage)
-    subprocess.run([str(BIN / "airflow"), "dags", "reserialize"], env=home.env(), check=True, capture_output=True, timeout=300)
-    return home
-
-
-def test_a_cancelled_run_stays_failed_when_the_scheduler_evaluates_it_from_an_earlier_read(airflow):
+def test_a_cancelled_run_stays_failed_when_the_scheduler_evaluates_it_from_an_earlier_read(piwind_dags_airflow):
+    airflow = piwind_dags_airflow
     tasks = {"prepare": [-1, "success"], "lookup_chunk": [0, "success"], "write_input_files": [-1, "success"],
              "prepare_losses": [-1, "success"], "loss_chunk": [0, "running"]}
     airflow.make_runs(V2_DAG, [["cancelled", "running", None, tasks]])

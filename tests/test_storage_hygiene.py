@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.airflow_home import BIN, REPO, AirflowHome, output_tail
+from harness.airflow_home import BIN, REPO, output_tail
 from harness.matching import exactly
-from harness.piwind import V2_DAG, piwind_workspace
+from harness.piwind import V2_DAG
 from oasis_ops.config import OasisConfig
 from oasis_ops.context import TaskRun
 from oasis_ops.errors import OasisInputError
@@ -209,18 +209,9 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-@pytest.fixture(scope="module")
-def hygiene_airflow(tmp_path_factory: pytest.TempPathFactory, piwind_root: Path) -> AirflowHome:
-    base = tmp_path_factory.mktemp("hygiene")
-    storage, registry = piwind_workspace(base)
-    airflow = AirflowHome.create(base / "airflow", registry, storage)
-    subprocess.run([str(BIN / "airflow"), "dags", "reserialize"], env=airflow.env(), check=True, capture_output=True, timeout=300)
-    return airflow
-
-
 @pytest.mark.e2e
-def test_the_hygiene_dag_removes_ended_runs_and_killed_tasks_leftovers_and_never_a_running_analysis(hygiene_airflow, tmp_path):
-    airflow, root = hygiene_airflow, hygiene_airflow.storage
+def test_the_hygiene_dag_removes_ended_runs_and_killed_tasks_leftovers_and_never_a_running_analysis(piwind_dags_airflow, tmp_path):
+    airflow, root = piwind_dags_airflow, piwind_dags_airflow.storage
     storage = Storage(str(root))
     runs = [
         ["ended-8-days-ago", "failed", 8, {}],
