@@ -155,15 +155,27 @@ def test_nothing_the_task_started_outlives_it_orphans_included(tmp_path):
         )
 
 
-def test_a_pipeline_tool_killed_before_it_finished_fails_the_task_naming_it(tmp_path):
-    """A ``gulmc`` killed before opening its output pipe leaves the next tool waiting for ever: the
-    task must not wait with it. A tool that logged ``finishing process`` may end as it likes."""
+def pipeline_tools(tmp_path: Path) -> Path:
+    """Stand-ins of three pipeline tools: ``fmpy`` logs that it finished and ends, ``gulmc`` logs that it
+    started and runs, ``summarypy`` waits (as on a pipe whose writer never opens it); a ``run/log`` folder."""
     tools = tmp_path / "bin"
     tools.mkdir()
-    for tool, body in (("fmpy", 'echo "finishing process" > log/fmpy_$$_x.log'), ("gulmc", 'echo "starting process" > log/gulmc_$$_x.log; sleep 60')):
+    bodies = {
+        "fmpy": 'echo "finishing process" > log/fmpy_$$_x.log',
+        "gulmc": 'echo "starting process" > log/gulmc_$$_x.log; sleep 60',
+        "summarypy": 'echo "starting process" > log/summarypy_$$_x.log; sleep 60',
+    }
+    for tool, body in bodies.items():
         (tools / tool).write_text(f"#!/bin/sh\n{body}\n")
         (tools / tool).chmod(0o755)
     (tmp_path / "run" / "log").mkdir(parents=True)
+    return tools
+
+
+def test_a_pipeline_tool_killed_before_it_finished_fails_the_task_naming_it(tmp_path):
+    """A ``gulmc`` killed before opening its output pipe leaves the next tool waiting for ever: the
+    task must not wait with it. A tool that logged ``finishing process`` may end as it likes."""
+    tools = pipeline_tools(tmp_path)
     result = run_python(
         f"""
         import os, signal, subprocess, time
@@ -173,13 +185,12 @@ def test_a_pipeline_tool_killed_before_it_finished_fails_the_task_naming_it(tmp_
         try:
             with task_processes():
                 subprocess.run(["{tools / 'fmpy'}"], cwd="run", check=True)  # ends after logging that it finished
-                script = subprocess.Popen(["sh", "-c", "{tools / 'gulmc'} & wait"], cwd="run")
+                script = subprocess.Popen(["sh", "-c", "{tools / 'gulmc'} & {tools / 'summarypy'} & wait"], cwd="run")
                 time.sleep(1.5)
                 print("an ended tool that finished is fine", flush=True)
                 gulmc = [p for p in __import__("psutil").Process().children(recursive=True) if p.name() == "gulmc"][0]
                 os.kill(gulmc.pid, signal.SIGKILL)
-                script.wait(timeout=60)  # the script has nothing left to wait for: a pipeline stuck on its pipe
-                time.sleep(60)
+                script.wait(timeout=60)  # the next tool waits on its pipe for ever, the script with it
         except ChildProcessDied as exc:
             print(f"died after {{time.monotonic() - started:.1f}} s: {{exc}}")
         """,
@@ -189,6 +200,33 @@ def test_a_pipeline_tool_killed_before_it_finished_fails_the_task_naming_it(tmp_
     assert "died after" in result.stdout, result.stdout + result.stderr
     assert float(result.stdout.split("died after ")[1].split(" s")[0]) < 10
     assert "loss pipeline process gulmc (pid " in result.stdout and "ended without finishing (killed?)" in result.stdout
+
+
+def test_a_run_folder_removed_after_its_pipelines_ended_is_no_death(tmp_path):
+    """A task removes its scratch run folder, the tools' logs with it, right after oasislmf returned: a
+    tool whose end the watchdog notices only then ended with its pipeline, and oasislmf, which checks
+    every tool's log before it returns, judged it (a chunk failed so, after its losses were published)."""
+    tools = pipeline_tools(tmp_path)
+    result = run_python(
+        f"""
+        import shutil, subprocess, time
+        from oasis_ops.execution.processes import task_processes
+
+        with task_processes():
+            script = subprocess.Popen(["sh", "-c", "{tools / 'gulmc'}"], cwd="run")
+            time.sleep(1.5)  # seen running
+            script.terminate()
+            [gulmc] = [p for p in __import__("psutil").Process().children(recursive=True) if p.name() == "gulmc"]
+            gulmc.terminate()
+            gulmc.wait(timeout=30)
+            shutil.rmtree("run")  # the scratch folder removed, logs and all
+            time.sleep(3)  # several polls of the watchdog
+        print("the task ended normally", flush=True)
+        """,
+        cwd=tmp_path,
+    )
+    assert "the task ended normally" in result.stdout, result.stdout + result.stderr
+    assert "ChildProcessDied" not in result.stderr, result.stderr
 
 
 def test_a_sigterm_stops_the_task_body_after_airflows_handler_and_its_pipeline(tmp_path):

@@ -62,8 +62,10 @@ INIT = (
 #: Health checks: the first runs one interval after the start, so the cheap HTTP ones run often; those
 #: that start the Airflow or Celery CLI (a second or more of CPU) every 30 s, with a timeout long enough for a busy machine (Docker
 #: does not stop a check that times out: short timeouts pile checks up on a machine busy with an analysis).
-CHECK_TIMING = {"interval": "30s", "timeout": "60s", "retries": 5}
-HTTP_CHECK_TIMING = {"interval": "10s", "timeout": "30s", "retries": 5}
+#: Failures within the start period do not count (a success counts at once): on a busy 2-core machine
+#: the api-server took more than its five 10 s retries to start, and Compose gave up on its dependents.
+CHECK_TIMING = {"interval": "30s", "timeout": "60s", "retries": 5, "start_period": "5m"}
+HTTP_CHECK_TIMING = {"interval": "10s", "timeout": "30s", "retries": 5, "start_period": "5m"}
 #: The image has no curl: HTTP health checks use its Python (urlopen raises on an error status).
 HTTP_CHECK = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=25)"
 HEALTH = {

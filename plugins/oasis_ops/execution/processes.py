@@ -19,8 +19,10 @@ wraps every task body and keeps three promises:
   :class:`ChildProcessDied`, naming the process and how it died, when a ``multiprocessing`` child of
   the task is killed or exits with an error (it peeks at their exit status without reaping them), or
   when a pipeline tool (``gulmc``, ``fmpy``, ...) ends without logging that it finished, as each
-  does. (Other commands are their callers' business: oasislmf's scripts kill some of their own
-  helpers when they stop, so a killed descendant alone is no sign of failure.)
+  does, while other tools of its run folder still run (a pipeline left waiting is what hangs; once
+  they all ended, oasislmf's own check of the logs judges them). (Other commands are their callers'
+  business: oasislmf's scripts kill some of their own helpers when they stop, so a killed descendant
+  alone is no sign of failure.)
 * **Nothing left behind, nothing published after a stop.** The task process is a child subreaper,
   so that a pipeline orphaned by its shell stays its descendant; whatever it started is terminated
   when the task ends, however it ends. A SIGTERM (the run marked failed or cancelled, the worker
@@ -141,15 +143,19 @@ class _Watchdog(threading.Thread):
         return None
 
     def _dead_pipeline_tool(self) -> str | None:
-        running = set()
+        running: dict[int, str] = {}
         for process in psutil.Process().children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 if process.status() != psutil.STATUS_ZOMBIE and process.name() in PIPELINE_TOOLS:
-                    running.add(process.pid)
                     if process.pid not in self._tools:
                         self._tools[process.pid] = (process.name(), process.cwd())
+                    running[process.pid] = self._tools[process.pid][1]
         for pid in [pid for pid in self._tools if pid not in running]:
             tool, folder = self._tools.pop(pid)
+            if folder not in running.values():
+                # Its pipelines are over: oasislmf checks every tool's log itself, and the task may
+                # already be removing the run folder (logs included) as it cleans up.
+                continue
             logs = list(Path(folder, "log").rglob(f"{tool}_{pid}_*.log"))
             if not any(_FINISHED in log.read_bytes() for log in logs):
                 return f"loss pipeline process {tool} (pid {pid}) ended without finishing (killed?); its log: {logs[0] if logs else 'none'}"
