@@ -127,3 +127,20 @@ def test_chunks_and_output_parts_reuse_the_run_folder_prepared_once_and_equal_v1
         shutil.copytree(written, v2, dirs_exist_ok=True)
 
     assert any(name.startswith("ri_") for name in assert_same_files(v1, v2))
+
+
+def test_chunk_summary_files_are_renamed_so_that_name_order_is_chunk_order(tmp_path):
+    from oasis_ops.execution import steps
+
+    work = tmp_path / "work"
+    (work / "gul_S1_summaryleccalc").mkdir(parents=True)
+    (work / "kat").mkdir()
+    for n in range(1, 13):
+        for suffix in (".bin", ".idx"):
+            (work / "gul_S1_summaryleccalc" / f"P{n}{suffix}").write_text(str(n))
+        (work / "kat" / f"gul_S1_elt_sample_P{n}").write_text(str(n))
+    steps.in_chunk_order(work, 12)
+    bins = sorted((work / "gul_S1_summaryleccalc").glob("*.bin"))  # as lecpy and aalpy list them
+    assert [p.read_text() for p in bins] == [str(n) for n in range(1, 13)]
+    assert all(p.with_suffix(".idx").read_text() == p.read_text() for p in bins)
+    assert sorted(p.name for p in (work / "kat").iterdir()) == sorted(f"gul_S1_elt_sample_P{n}" for n in range(1, 13))

@@ -276,9 +276,25 @@ def output_parts(merged_settings: Path) -> list[OutputPart]:
     ]
 
 
+def in_chunk_order(work: Path, chunks: int) -> None:
+    """Name the chunks' summary files (``work/<summary>/P<chunk>.bin`` and ``.idx``) so that name order is
+    chunk order: ``P01`` … ``P12``.
+
+    lecpy and aalpy add the files' losses in float32 in name order (``sorted(glob("*.bin"))``), which
+    puts ``P10`` before ``P2``: from 10 chunks on, the events would be summed in another order than v1's
+    pipelines (at most :data:`V1_MAX_PIPELINES`, so always in chunk order) sum them, and the EPTs would
+    differ from v1's in their last bit."""
+    width = len(str(chunks))
+    for path in work.glob("*/P*"):
+        number = path.stem[1:]
+        if path.suffix in (".bin", ".idx") and number.isdigit() and len(number) < width:
+            path.rename(path.with_name(f"P{int(number):0{width}d}{path.suffix}"))
+
+
 def generate_losses_output(model: Model, run_dir: Path, chunks: int, part: OutputPart) -> Path:
     """``part``'s ELT/PLT/ALT/EPT files from the chunks' binaries, merged into the prepared ``run_dir/work/``;
     returns the output folder (which also holds the files ``GenerateLossesDir`` put there)."""
+    in_chunk_order(run_dir / "work", chunks)
     merged = run_dir / "output" / "analysis_settings.json"
     settings = run_dir / f"{part.label}_analysis_settings.json"
     settings.write_text(json.dumps(part.settings(json.loads(merged.read_text())), indent=4))
