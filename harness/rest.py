@@ -17,7 +17,7 @@ from harness.polling import poll_until
 
 #: DAG run states after which nothing more happens to the run.
 FINISHED = ("success", "failed")
-#: Most task instances one listing returns: above the most chunks a v2 run maps (1024) plus its other tasks.
+#: Task instances asked for per page (the api-server answers at most its ``maximum_page_limit`` of them).
 PAGE = 2000
 
 
@@ -102,9 +102,15 @@ class RestClient:
     # --- task instances ---
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        """Every task instance of the run (mapped ones one per map index), as the API lists them."""
+        """Every task instance of the run (mapped ones one per map index), as the API lists them, page by
+        page (the api-server caps a page at its ``maximum_page_limit``, 100 by default)."""
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances?limit={PAGE}"
-        return self.request("GET", path)["task_instances"]
+        page = self.request("GET", path)
+        instances, total = list(page["task_instances"]), page["total_entries"]
+        while page["task_instances"] and len(instances) < total:
+            page = self.request("GET", f"{path}&offset={len(instances)}")
+            instances += page["task_instances"]
+        return instances
 
     def wait_for_task(
         self, dag_id: str, run_id: str, state: str, task_id: str | None = None, timeout: float = 600
