@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -192,6 +193,22 @@ def deploy(case: Case, base: Path) -> Workspace:
     conf = {param: f"exposure/{name}" for param, name in case.exposure.items()}
     conf["analysis_settings"] = json.loads(case.settings.read_text())
     return Workspace(storage, registry, model, conf)
+
+
+def deploy_synthetic(spec: SyntheticModelSpec, base: Path, warm_up: bool) -> Workspace:
+    """The synthetic model of ``spec`` built and deployed under ``base``; with ``warm_up``, numba's cache
+    warmed first by an untimed CLI run of it."""
+    case = synthetic_case(base, spec)
+    workspace = deploy(case, base)
+    if warm_up:
+        print("warming numba's cache with an untimed CLI run ...", flush=True)
+        run_cli(case, base / "warmup")
+    return workspace
+
+
+def host() -> dict[str, Any]:
+    """The machine a benchmark ran on, for its results."""
+    return {"cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
 
 
 def bench(case: Case, chunks: int, base: Path, executor: BenchExecutor, warm_up: bool = True) -> list[tuple[str, float, int]]:

@@ -40,9 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.bench import celery_stack, deploy, run_cli, synthetic_case
+from bench.bench import celery_stack, deploy_synthetic, host
 from bench.scaleout import TaskRecord, timed_run
 from harness.rest import RestClient, RestError
 
@@ -400,12 +398,7 @@ def measured_run(rest: RestClient, dag_id: str, run_id: str, conf: Mapping[str, 
 
 def measure(plan: Plan, base: Path) -> FanoutRecord:
     """The few-chunk run, then the many-chunk run, on one Celery stack; their outputs compared."""
-    case = synthetic_case(base, plan.spec)
-    workspace = deploy(case, base)
-    if plan.warm_up:
-        print("warming numba's cache with an untimed CLI run ...", flush=True)
-        run_cli(case, base / "warmup")
-    host = {"cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
+    workspace = deploy_synthetic(plan.spec, base, plan.warm_up)
     model = workspace.model
     dag_id = model.dag_id(Mode.V2)
     runs: dict[int, RunRecord] = {}
@@ -421,7 +414,7 @@ def measure(plan: Plan, base: Path) -> FanoutRecord:
             print(f"  v2, {chunks} loss chunks: {record.total:.1f} s, loss stage {record.loss_wall:.1f} s", flush=True)
     outputs = compare_outputs(workspace.output(runs[plan.few].run_id), workspace.output(runs[plan.many].run_id))
     measured = datetime.now(UTC).isoformat(timespec="seconds")
-    return FanoutRecord(plan.spec, measured, host, slots, model.worker_concurrency(Mode.V2), runs[plan.few], runs[plan.many], outputs)
+    return FanoutRecord(plan.spec, measured, host(), slots, model.worker_concurrency(Mode.V2), runs[plan.few], runs[plan.many], outputs)
 
 
 # --- rendering ---------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from bench.bench import RUN_TIMEOUT, celery_stack, deploy, run_cli, synthetic_case
+from bench.bench import RUN_TIMEOUT, celery_stack, deploy_synthetic, host
 from bench.scaleout_model import (
     SWEEP_16_CORES,
     AnalysisSize,
@@ -328,13 +328,8 @@ class Plan:
 
 def measure(plan: Plan, base: Path) -> SizeRecord:
     """v1 on one pinned core, then v2 on each worker count; outputs checked byte-identical to v1's."""
-    case = synthetic_case(base, plan.spec)
-    workspace = deploy(case, base)
-    if plan.warm_up:
-        print("warming numba's cache with an untimed CLI run ...", flush=True)
-        run_cli(case, base / "warmup")
-    host = {"cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "load_average_before": [round(load, 2) for load in os.getloadavg()]}
+    workspace = deploy_synthetic(plan.spec, base, plan.warm_up)
+    machine = host() | {"load_average_before": [round(load, 2) for load in os.getloadavg()]}
     model = workspace.model
     v1_dag, v2_dag = model.dag_id(Mode.V1), model.dag_id(Mode.V2)
     runs: list[RunRecord] = []
@@ -356,7 +351,7 @@ def measure(plan: Plan, base: Path) -> SizeRecord:
             print(f"  {runs[-1].label} ({lookup} lookup, {losses} loss chunks): {total:.1f} s", flush=True)
             assert_same_files(workspace.output("scaleout-v1"), workspace.output(run_id))
     measured = datetime.now(UTC).isoformat(timespec="seconds")
-    return SizeRecord(plan.name, plan.spec, measured, host, tuple(runs), v2_upstream)
+    return SizeRecord(plan.name, plan.spec, measured, machine, tuple(runs), v2_upstream)
 
 
 # --- rendering -------------------------------------------------------------------------------------
