@@ -93,6 +93,16 @@ def test_oasislmf_api_run_v1_and_v2_equal_the_native_run(stack, control_set_v1, 
         assert {t["queue"] for t in tasks} == {queue}
 
 
+def test_workers_import_oasislmf_before_forking_the_task_processes(stack):
+    """Each model worker imported oasislmf (and so numba) as it started: the task processes Airflow forks
+    from it inherit the modules instead of importing them per task. The maintenance worker too (one
+    configuration for all), while the scheduler, which only sends tasks, did not."""
+    pids = stack.pids()
+    for worker in (*WORKERS.values(), "worker-maintenance"):
+        assert "/numba/" in Path(f"/proc/{pids[worker]}/maps").read_text(), f"{worker} did not preload oasislmf"
+    assert "/numba/" not in Path(f"/proc/{pids['scheduler']}/maps").read_text()
+
+
 def test_two_v1_runs_on_one_v1_worker_run_one_after_the_other(stack):
     rest = stack.rest
     rest.trigger(V1_DAG, "seq-1", GENERATE | {"analysis_id": "seq-1"})

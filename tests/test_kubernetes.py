@@ -245,6 +245,8 @@ def test_manifests_per_model_and_mode(piwind_model):
         env = {e["name"]: e for e in container["env"]}
         assert env["OASIS_STORAGE_ROOT"]["value"] == "/opt/oasis/storage"
         assert env["PYTHONHASHSEED"]["value"] == "0" and "NUMBA_CACHE_DIR" not in env  # the image's baked cache
+        # as on the Celery stack: the worker imports oasislmf once, before forking its pool
+        assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]["value"] == "oasis_ops.deploy.celery_config.CELERY_CONFIG"
         # KEDA reads the database URL from the environment of the Deployment it scales
         (trigger,) = scaled["spec"]["triggers"]
         assert trigger["metadata"]["connectionFromEnv"] == "DB_URL" and "secretKeyRef" in env["DB_URL"]["valueFrom"]

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import oasis_ops
 from oasis_ops.config import OasisConfig
 from oasis_ops.deploy.processes import admin_settings, airflow_command, api_is_up, stop_tree
 from oasis_ops.deploy.stack import SHARED_SETTINGS, Service, services
@@ -36,10 +37,18 @@ def state_dir() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow")) / "celery"
 
 
+#: The folder ``oasis_ops`` is imported from.
+PLUGINS = str(Path(oasis_ops.__file__).resolve().parent.parent)
+
+
 def environment() -> dict[str, str]:
     """The environment every service runs with: the caller's, Airflow's defaults for this stack,
-    the shared settings, and the admin user."""
+    the shared settings, and the admin user; ``oasis_ops`` importable (the Celery configuration is
+    read from it as Airflow starts, before it loads plugins)."""
     env = DEFAULTS | dict(os.environ)
+    paths = env.get("PYTHONPATH", "").split(os.pathsep)
+    if PLUGINS not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([PLUGINS, *filter(None, paths)])
     port = env["AIRFLOW__API__PORT"]
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://localhost:{port}/execution/")
     return env | SHARED_SETTINGS | admin_settings(state_dir() / "passwords.json")

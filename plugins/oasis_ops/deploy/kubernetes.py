@@ -20,6 +20,7 @@ import yaml
 
 from oasis_ops.config import OasisConfig
 from oasis_ops.constants import Mode
+from oasis_ops.deploy.stack import CELERY_CONFIG_OPTIONS
 from oasis_ops.executors import MODELS_CLAIM, STORAGE_CLAIM, container_security, pod_security, volume_mounts, volumes, worker_env
 from oasis_ops.registry import Model, load_registry
 from oasis_ops.scaling import ScalingStrategy
@@ -112,6 +113,7 @@ def worker_deployment(
         "args": ["airflow", "celery", "worker", "--queues", model.queue(mode), "--concurrency", str(concurrency)],
         "env": [
             *worker_env(),
+            {"name": "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS", "value": CELERY_CONFIG_OPTIONS},
             {"name": db_connection_env, "valueFrom": {"secretKeyRef": {"name": db_secret, "key": "connection"}}},
         ],
         "volumeMounts": volume_mounts(),

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from oasis_ops.constants import MAINTENANCE_QUEUE, Mode
 from oasis_ops.registry import Model, Registry
 
+#: Where Airflow reads the Celery configuration: its own plus the oasislmf preload of every worker.
+CELERY_CONFIG_OPTIONS = "oasis_ops.deploy.celery_config.CELERY_CONFIG"
+
 #: Airflow settings every service shares (the CeleryExecutor; one task per worker slot, acknowledged
 #: when done so that a lost worker's task is redelivered, as on the Oasis platform).
 SHARED_SETTINGS = {
@@ -23,6 +26,8 @@ SHARED_SETTINGS = {
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
     "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
     "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
+    # Workers import oasislmf once, before forking their pool, instead of in every task.
+    "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
     # A task whose worker died (machine lost, stack restarted) is noticed by its missing heartbeats, but
     # only once a live scheduler owns it: one restarted shortly after the old one stopped adopts it at
     # the next orphan check (default every 5 minutes), then fails or retries it after the heartbeat
