@@ -53,7 +53,8 @@ def test_control_set_with_3_lookup_and_4_loss_chunks_matches_expected_and_v1(piw
 
 def test_dynamic_chunking_follows_the_reference_formula(piwind_airflow):
     case = CASES["case_1"]
-    dynamic = {"lookup_strategy": "DYNAMIC_CHUNKS", "loss_strategy": "DYNAMIC_CHUNKS"}
+    # The platform's formula alone: without our floor on a loss chunk's work (which would make it 1 chunk).
+    dynamic = {"lookup_strategy": "DYNAMIC_CHUNKS", "loss_strategy": "DYNAMIC_CHUNKS", "min_chunk_ground_up_samples": 0}
     piwind_airflow.dags_test_ok(V2_DAG, case.conf("case_1-dynamic", chunking=dynamic))
     assert_outputs_match(case.expected, piwind_airflow.analysis("case_1-dynamic") / "output")
     instances = piwind_airflow.task_instances(V2_DAG)
@@ -61,6 +62,16 @@ def test_dynamic_chunking_follows_the_reference_formula(piwind_airflow):
     # chunking_configuration.json) -> 15.
     assert sum(t.task_id == "lookup_chunk" for t in instances) == 1
     assert sum(t.task_id == "loss_chunk" for t in instances) == 15
+
+
+def test_dynamic_loss_chunks_of_a_tiny_run_are_capped_by_the_floor(piwind_airflow):
+    """PiWind's 10 locations come to ~9e4 ground-up samples, far below the default floor of 5e7 a chunk:
+    one loss chunk where the platform's formula gives 15, and still the expected outputs."""
+    case = CASES["case_1"]
+    result = piwind_airflow.dags_test_ok(V2_DAG, case.conf("case_1-floor", chunking={"loss_strategy": "DYNAMIC_CHUNKS"}))
+    assert_outputs_match(case.expected, piwind_airflow.analysis("case_1-floor") / "output")
+    assert [t.label for t in piwind_airflow.task_instances(V2_DAG) if t.task_id == "loss_chunk"] == ["loss chunk 1/1"]
+    assert "1447 events -> 1 loss chunk(s) (DYNAMIC_CHUNKS, capped: ~" in result.stdout + result.stderr, output_tail(result)
 
 
 def test_fill_pool_slots_rounds_the_loss_chunks_up_to_the_pool_and_keeps_v1s_outputs(piwind_airflow, piwind_model):

@@ -38,6 +38,13 @@ class ChunkingConfig:
     #: pool, so that no wave of chunks leaves slots idle (3 chunks on 2 slots run as 2 + 1: the last
     #: alone on half the workers). Off by default; outputs do not depend on the count.
     fill_pool_slots: bool = False
+    #: Not the platform's: the least work worth a DYNAMIC_CHUNKS loss chunk, in ground-up samples (for
+    #: each event, the items whose areaperil its footprint hits, times the samples): about 1 µs of one core
+    #: each for GUL+IL on the 2-core CI machine (v1's loss step on 40,000 locations x 2 coverages x 1,000
+    #: events, 100 of 1,000 areaperils hit per event, x 20 samples = 1.6e8 took ~77 s on 2 pipelines,
+    #: ~150 core-seconds). The default is ~50 s of work, about 4x a chunk's fixed cost (12.6 slot-seconds,
+    #: bench/fanout.md). 0 turns the floor off; FIXED_CHUNKS counts are an explicit choice, never capped.
+    min_chunk_ground_up_samples: int = 50_000_000
 
     def override(self, data: Mapping[str, Any] | None, source: str) -> ChunkingConfig:
         """This configuration with ``data``'s fields replaced; ``source`` names where they came from."""
@@ -46,6 +53,7 @@ class ChunkingConfig:
             data,
             source,
             choices=dict.fromkeys(("lookup_strategy", "loss_strategy"), tuple(s.value for s in ChunkStrategy)),
+            minimums={"min_chunk_ground_up_samples": 0},
             maximums=dict.fromkeys(CHUNK_COUNT_FIELDS, MAX_CHUNKS),
             switches=("fill_pool_slots",),
         )
@@ -57,16 +65,26 @@ class ChunkingConfig:
             return min(math.ceil(locations / self.dynamic_locations_per_lookup), self.dynamic_chunks_max)
         return min(self.fixed_lookup_chunks, locations)
 
-    def loss_chunks(self, events: int, pool_slots: int = 1) -> int:
+    @property
+    def floors_loss_chunks(self) -> bool:
+        """Whether :meth:`loss_chunks` uses an estimate of the run's ground-up samples (DYNAMIC_CHUNKS
+        with a :attr:`min_chunk_ground_up_samples` floor)."""
+        return self.loss_strategy == ChunkStrategy.DYNAMIC_CHUNKS and self.min_chunk_ground_up_samples > 0
+
+    def loss_chunks(self, events: int, pool_slots: int = 1, ground_up_samples: int | None = None) -> int:
         """Loss chunk count for a run of ``events`` events (those of its prepared run folder, which the
-        platform's rule estimates from the settings); never more chunks than events. With
-        :attr:`fill_pool_slots`, a multiple of ``pool_slots`` where the events and the strategy's
-        maximum allow one (rounded up, else down)."""
+        platform's rule estimates from the settings); never more chunks than events. DYNAMIC_CHUNKS
+        splits by events alone, so with an estimate of the run's ``ground_up_samples`` it is also capped
+        at one chunk per :attr:`min_chunk_ground_up_samples`: each chunk has a fixed cost, and a small run
+        in 200 chunks pays it 200 times. With :attr:`fill_pool_slots`, a multiple of ``pool_slots`` where
+        the events and the caps allow one (rounded up, else down)."""
         events = max(events, 1)
         if self.loss_strategy == ChunkStrategy.FIXED_CHUNKS:
             count, most = min(self.fixed_analysis_chunks, events), min(MAX_CHUNKS, events)
         else:
             most = min(self.dynamic_chunks_max, events)
+            if ground_up_samples is not None and self.floors_loss_chunks:
+                most = min(most, max(1, ground_up_samples // self.min_chunk_ground_up_samples))
             count = min(math.ceil(events / self.dynamic_events_per_analysis), most)
         if not self.fill_pool_slots or pool_slots <= 1 or count % pool_slots == 0:
             return count

@@ -120,11 +120,13 @@ def write_input_files(run: TaskRun, lookup: list[Chunk]) -> None:
 
 def prepare_losses(run: TaskRun) -> list[dict[str, int]]:
     """Prepare the run folder once (``GenerateLossesDir``: the merged settings, the FM and GULMC
-    structures) and publish it for every chunk; decide the loss chunks."""
+    structures) and publish it for every chunk; decide the loss chunks (DYNAMIC_CHUNKS: at least
+    ``min_chunk_ground_up_samples`` of estimated work each, from the folder while its model data is linked)."""
     request, storage = run.request, run.storage
     if not request.runs_losses:
         return []
     chunking = run.model.chunking.override(request.chunking, "chunking")
+    floored = chunking.floors_loss_chunks
     with storage.scratch(request.analysis_id) as work:
         inputs = storage.fetch(storage.analysis(request.analysis_id).input, work / "input")
         settings = write_settings(request, work)
@@ -132,11 +134,16 @@ def prepare_losses(run: TaskRun) -> list[dict[str, int]]:
         run_dir = work / "run"
         steps.prepare_losses_dir(run.model, inputs, settings, run_dir)
         events = steps.events_in_run_dir(run_dir)
+        samples = steps.ground_up_samples(run_dir) if floored else None
         storage.publish(steps.shareable_losses_dir(run_dir), RunFiles.of(run).losses_dir)
     slots = run.model.pool_slots(Mode.V2)
-    count = chunking.loss_chunks(events, slots)
-    filled = f", filling {slots} pool slots" if chunking.fill_pool_slots else ""
-    log.info("%d events -> %d loss chunk(s) (%s%s)", events, count, chunking.loss_strategy, filled)
+    count = chunking.loss_chunks(events, slots, samples)
+    notes = [f"filling {slots} pool slots"] if chunking.fill_pool_slots else []
+    if floored and samples is None:
+        notes.append("no ground-up samples estimate: no floor")
+    elif samples is not None and count < chunking.loss_chunks(events, slots):
+        notes.append(f"capped: ~{samples:,} ground-up samples, at least {chunking.min_chunk_ground_up_samples:,} per chunk")
+    log.info("%d events -> %d loss chunk(s) (%s)", events, count, ", ".join([chunking.loss_strategy, *notes]))
     return Chunk.all(count)
 
 

@@ -225,6 +225,39 @@ def events_in_run_dir(run_dir: Path) -> int:
     return (run_dir / "input" / "events.bin").stat().st_size // 4
 
 
+def ground_up_samples(run_dir: Path, sample_events: int = 200) -> int | None:
+    """Estimated ground-up samples of a prepared run folder (its model data linked): for each event, the
+    items whose areaperil the event's footprint hits, times the merged settings' samples; the work of its
+    loss pipelines (:attr:`~oasis_ops.chunking.ChunkingConfig.min_chunk_ground_up_samples`). Counted on up
+    to ``sample_events`` events evenly spaced over the event set, extrapolated to all of them. None, the
+    reason logged, when oasislmf's footprint loader finds no footprint it can read."""
+    import numpy as np
+    from oasis_data_manager.filestore.config import get_storage_from_config_path
+    from oasislmf.pytools.common.data import items_dtype
+    from oasislmf.pytools.getmodel.footprint import Footprint, OasisFootPrintError
+
+    events = np.fromfile(run_dir / "input" / "events.bin", dtype=np.int32)  # as events_in_run_dir counts them
+    if not len(events):
+        return 0
+    items = np.fromfile(run_dir / "input" / "items.bin", dtype=items_dtype)
+    areaperils, items_in = np.unique(items["areaperil_id"], return_counts=True)
+    samples = int(json.loads((run_dir / "output" / "analysis_settings.json").read_text()).get("number_of_samples", 0))
+    picked = events[np.linspace(0, len(events) - 1, min(len(events), sample_events), dtype=np.int64)]
+    storage = get_storage_from_config_path(str(run_dir / "model_storage.json"), str(run_dir / MODEL_DATA_LINKS))
+    try:
+        footprint = Footprint.load(storage)
+    except OasisFootPrintError as err:
+        log.info("No estimate of the ground-up samples: %s (in %s)", err, run_dir / MODEL_DATA_LINKS)
+        return None
+    with footprint:
+        hit = 0
+        for event in picked:
+            rows = footprint.get_event(int(event))
+            if rows is not None:
+                hit += int(items_in[np.isin(areaperils, rows["areaperil_id"])].sum())
+    return hit * len(events) * samples // len(picked)
+
+
 def generate_losses_chunk(model: Model, run_dir: Path, chunk: int, chunks: int) -> Path:
     """Loss chunk ``chunk`` (0-based) of ``chunks`` in a prepared run folder (:func:`relink_losses_dir`):
     one pipeline over its event block; returns its ``<n>.work/`` folder of summary binaries."""
