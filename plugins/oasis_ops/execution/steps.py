@@ -158,6 +158,9 @@ def generate_files(
     if (keys / KEYS_ERRORS).is_file():
         kwargs["keys_errors_path"] = str(keys / KEYS_ERRORS)
     kwargs |= {"oasis_files_dir": str(target), "keys_data_path": str(keys / KEYS)}
+    # The exposure was checked already, before any heavy work (validation.check_oed, in v1's task and v2's
+    # prepare): oasislmf's own check would read and validate it a second time (2 s on 12,598 locations).
+    kwargs["check_oed"] = False
     OasisManager().generate_files(**kwargs)
     return target
 
