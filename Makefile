@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 # oasislmf orders some input-file columns by set iteration: a fixed hash seed keeps inputs byte-identical.
 export PYTHONHASHSEED := 0
 
-.PHONY: setup pools demo test test-fast lint browser ui celery-up celery-down compose image clean
+.PHONY: setup pools warmup demo test test-fast lint browser ui celery-up celery-down compose image clean
 
 setup: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db pools
 
@@ -32,7 +32,17 @@ $(AIRFLOW_HOME)/airflow.db: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.cfg
 pools: $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/python -m oasis_ops.deploy.pools
 
-demo: setup
+# oasislmf's numba kernels compiled once into NUMBA_CACHE_DIR, as the worker image does when it is built
+# (oasis_ops/deploy/warmup.py; about 5 min cold on 2 cores). Cold, every process of a first analysis
+# compiles the kernels it calls itself, so analyses started side by side compile the same kernels side by
+# side: on a new machine the test suite's first twenty analyses spent most of their time doing that.
+warmup: $(VENV)/.numba-warm
+
+$(VENV)/.numba-warm: $(VENV)/.installed
+	$(BIN)/python -m oasis_ops.deploy.warmup
+	touch $@
+
+demo: setup warmup
 	$(BIN)/python -m oasis_ops.tools.demo
 
 # The embedded stack in the foreground: UI, REST API and the Oasis API (see oasis_ops/deploy/embedded.py).
@@ -65,7 +75,7 @@ image:
 # services, so two at a time fit CI's 2 cores. Each worker's Celery stacks claim Redis databases of their
 # own (15 in all), which bounds it.
 TEST_WORKERS ?= 2
-test: setup lint browser
+test: setup lint browser warmup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # ruff (incl. no heavy module-level imports in parse-time code) and mypy on the package.
