@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,22 @@ def test_publish_replaces_the_destination_only_when_complete(storage, tmp_path):
     assert (dest / "sub" / "il.csv").read_text() == "v2"
     # No staging or retired folders are left next to the destination.
     assert sorted(p.name for p in dest.parent.iterdir()) == ["output"]
+
+
+def test_publish_keeping_the_local_folder_leaves_both_whole(storage, tmp_path):
+    """v1 and v2 publish the input files and go on reading their local copy: removing that copy (the
+    scratch folder's end) or adding files to it must not touch what was published."""
+    dest = storage.analysis("a1").input
+    local = tmp_path / "input"
+    (local / "RI_1").mkdir(parents=True)
+    (local / "items.csv").write_text("item_id\n1\n")
+    (local / "RI_1" / "ri_info.csv").write_text("x")
+    storage.publish(local, dest, keep=True)
+    assert (local / "items.csv").read_text() == "item_id\n1\n"
+    (local / "run_only.bin").write_text("scratch")
+    shutil.rmtree(local)
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["RI_1", "RI_1/ri_info.csv", "items.csv"]
+    assert (dest / "items.csv").read_text() == "item_id\n1\n"
 
 
 def test_a_failed_publish_keeps_the_earlier_outputs(storage, tmp_path, monkeypatch):

@@ -247,13 +247,15 @@ class Storage:
         if local_dir.is_dir():
             self.publish(local_dir, dest)
 
-    def publish(self, local_dir: Path, dest: ObjectStoragePath) -> None:
+    def publish(self, local_dir: Path, dest: ObjectStoragePath, keep: bool = False) -> None:
         """Make ``local_dir`` the content of ``dest``, replacing what was there, all or nothing.
 
         The folder is staged next to ``dest`` and renamed into place; earlier content is moved
         aside first and removed only after the swap. On object stores a rename is a copy, so the
         swap itself is not atomic there, but a half-uploaded folder is never published. A task's first
-        publication into a run's intermediate folder records the DAG run owning it.
+        publication into a run's intermediate folder records the DAG run owning it. With ``keep``,
+        ``local_dir`` stays for the task's next step (a local root publishes hard links to its files
+        then, instead of moving them: later steps must only read them).
         """
         self._record_run_owner(dest)
         token = uuid.uuid4().hex[:8]
@@ -261,7 +263,9 @@ class Storage:
         retired = dest.parent / f".{dest.name}.replaced-{token}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            if self.is_local:
+            if self.is_local and keep:
+                shutil.copytree(local_dir, staged.path, copy_function=os.link)
+            elif self.is_local:
                 shutil.move(str(local_dir), staged.path)
             else:
                 for item in sorted(local_dir.rglob("*")):
