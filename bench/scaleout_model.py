@@ -39,12 +39,10 @@ class Stage(StrEnum):
     PREPARE = "prepare"
     LOOKUP = "lookup_chunk"
     WRITE_INPUT_FILES = "write_input_files"
-    PREPARE_LOSSES = "prepare_losses"
     PLAN_OUTPUTS = "plan_outputs"
     LOSS = "loss_chunk"
     OUTPUT_PART = "output_part"
     AGGREGATE = "aggregate"
-    CLEANUP = "cleanup"
 
     @property
     def parallel(self) -> bool:
@@ -73,13 +71,11 @@ class Dimension(StrEnum):
 _DIMENSIONS: dict[Stage, frozenset[Dimension]] = {
     Stage.PREPARE: frozenset({Dimension.LOCATIONS}),  # OED validation and staging
     Stage.LOOKUP: frozenset({Dimension.LOCATIONS}),
-    Stage.WRITE_INPUT_FILES: frozenset({Dimension.LOCATIONS}),
-    Stage.PREPARE_LOSSES: frozenset({Dimension.LOCATIONS}),  # items, FM and GULMC structures
+    Stage.WRITE_INPUT_FILES: frozenset({Dimension.LOCATIONS}),  # input files, then items, FM and GULMC structures
     Stage.PLAN_OUTPUTS: frozenset(),  # reads the settings
     Stage.LOSS: frozenset({Dimension.LOCATIONS, Dimension.EVENTS}),  # location hits × events × samples
     Stage.OUTPUT_PART: frozenset({Dimension.EVENTS}),  # a summary set's rows: events × samples
     Stage.AGGREGATE: frozenset({Dimension.EVENTS}),  # the output files
-    Stage.CLEANUP: frozenset(),
 }
 
 #: Upstream stages of each stage, as the DAG wires its tasks.

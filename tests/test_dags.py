@@ -21,7 +21,7 @@ bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags.get("oasislmf_piwind_1_v1")
 v2 = bag.dags.get("oasislmf_piwind_1_v2")
 print(json.dumps({
-    "v2_tasks": v2 and {t.task_id: [t.queue, t.retries, getattr(t, "map_index_template", None), t.is_teardown] for t in v2.tasks},
+    "v2_tasks": v2 and {t.task_id: [t.queue, t.retries, getattr(t, "map_index_template", None)] for t in v2.tasks},
     "v2_max_active_tasks": v2 and v2.max_active_tasks,
     "executors": {d.dag_id: sorted({str(t.executor) for t in d.tasks}) for d in bag.dags.values()},
     "images": sorted({t.executor_config["pod_override"].spec.containers[0].image for d in bag.dags.values() for t in d.tasks if t.executor_config}),
@@ -64,15 +64,13 @@ def test_one_v1_dag_per_model_and_broken_entries_as_import_error(tmp_path, piwin
     assert parsed["v2_params"] == parsed["params"]
     queue = "OasisLMF-PiWind-1-v2"
     assert parsed["v2_tasks"] == {
-        "prepare": [queue, 2, None, False],
-        "lookup_chunk": [queue, 2, "keys chunk {{ chunk_label }}", False],
-        "write_input_files": [queue, 2, None, False],
-        "prepare_losses": [queue, 2, None, False],
-        "loss_chunk": [queue, 2, "loss chunk {{ chunk_label }}", False],
-        "plan_outputs": [queue, 2, None, False],
-        "output_part": [queue, 2, "outputs {{ part_label }}", False],
-        "aggregate": [queue, 2, None, False],
-        "cleanup": [queue, 2, None, True],
+        "prepare": [queue, 2, None],
+        "lookup_chunk": [queue, 2, "keys chunk {{ chunk_label }}"],
+        "write_input_files": [queue, 2, None],
+        "loss_chunk": [queue, 2, "loss chunk {{ chunk_label }}"],
+        "plan_outputs": [queue, 2, None],
+        "output_part": [queue, 2, "outputs {{ part_label }}"],
+        "aggregate": [queue, 2, None],
     }
     # Airflow's default of 16 running tasks per DAG would cap the chunks.
     assert parsed["v2_max_active_tasks"] == 1024
@@ -95,7 +93,7 @@ def test_a_clean_registry_has_no_import_errors(tmp_path, piwind_entry):
 def test_every_task_has_its_kinds_execution_timeout_unless_the_model_overrides_it(tmp_path, piwind_entry):
     """A stuck task must fail (and free its worker and pool slot): every task of both DAGs carries an
     execution timeout, the default of its kind, or the model's ``execution_timeout_minutes``."""
-    slow = piwind_entry | {"model_id": "Slow", "execution_timeout_minutes": {"run_analysis": 1440, "loss_chunk": 600, "cleanup": 5}}
+    slow = piwind_entry | {"model_id": "Slow", "execution_timeout_minutes": {"run_analysis": 1440, "loss_chunk": 600, "plan_outputs": 5}}
     parsed = parse_dags(tmp_path, piwind_entry, slow)
     assert parsed["errors"] == {}
     default = {kind.value: kind.default_timeout.total_seconds() for kind in TaskKind}
@@ -103,7 +101,7 @@ def test_every_task_has_its_kinds_execution_timeout_unless_the_model_overrides_i
     timeouts = parsed["timeouts"]
     assert timeouts["oasislmf_piwind_1_v1"] == {kind: default[kind] for kind in v1}
     assert timeouts["oasislmf_piwind_1_v2"] == {kind: default[kind] for kind in v2}
-    overridden = {"run_analysis": timedelta(days=1), "loss_chunk": timedelta(hours=10), "cleanup": timedelta(minutes=5)}
+    overridden = {"run_analysis": timedelta(days=1), "loss_chunk": timedelta(hours=10), "plan_outputs": timedelta(minutes=5)}
     slow_timeouts = default | {kind: value.total_seconds() for kind, value in overridden.items()}
     assert timeouts["oasislmf_slow_1_v1"] == {kind: slow_timeouts[kind] for kind in v1}
     assert timeouts["oasislmf_slow_1_v2"] == {kind: slow_timeouts[kind] for kind in v2}

@@ -46,7 +46,7 @@ def test_control_set_with_3_lookup_and_4_loss_chunks_matches_expected_and_v1(piw
     assert_outputs_match(case.expected, folder / "output")
     assert_same_analysis(piwind_airflow.analysis("control_set-v1"), folder)
     assert sorted(p.name for p in folder.iterdir()) == ["input", "logs", "output"]
-    # The cleanup removed the run's intermediate files; no scratch folder is left.
+    # The aggregate removed the run's intermediate files; no scratch folder is left.
     assert not any((piwind_airflow.storage / ".intermediate").iterdir())
     assert not any((piwind_airflow.storage / ".work").iterdir())
 

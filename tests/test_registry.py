@@ -14,7 +14,7 @@ from oasis_ops.constants import Executor, Mode, TaskKind
 from oasis_ops.registry import load_registry
 from oasis_ops.scaling import ScalingConfig
 
-TASK_KINDS = "['run_analysis', 'prepare', 'lookup_chunk', 'write_input_files', 'prepare_losses', 'loss_chunk', 'plan_outputs', 'output_part', 'aggregate', 'cleanup']"
+TASK_KINDS = "['run_analysis', 'prepare', 'lookup_chunk', 'write_input_files', 'loss_chunk', 'plan_outputs', 'output_part', 'aggregate']"
 
 
 def make_model(root: Path, **meta: dict) -> Path:

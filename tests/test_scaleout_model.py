@@ -40,25 +40,21 @@ GRAPH = {
     S.PREPARE: frozenset(),
     S.LOOKUP: frozenset({S.PREPARE}),
     S.WRITE_INPUT_FILES: frozenset({S.LOOKUP, S.PREPARE}),
-    S.PREPARE_LOSSES: frozenset({S.WRITE_INPUT_FILES}),
-    S.PLAN_OUTPUTS: frozenset({S.PREPARE_LOSSES}),
-    S.LOSS: frozenset({S.PREPARE_LOSSES}),
-    S.OUTPUT_PART: frozenset({S.LOSS, S.PLAN_OUTPUTS, S.PREPARE_LOSSES}),
-    S.AGGREGATE: frozenset({S.OUTPUT_PART, S.PLAN_OUTPUTS, S.PREPARE_LOSSES, S.LOSS}),
-    S.CLEANUP: frozenset({S.AGGREGATE}),
+    S.PLAN_OUTPUTS: frozenset({S.WRITE_INPUT_FILES}),
+    S.LOSS: frozenset({S.WRITE_INPUT_FILES}),
+    S.OUTPUT_PART: frozenset({S.LOSS, S.PLAN_OUTPUTS, S.WRITE_INPUT_FILES}),
+    S.AGGREGATE: frozenset({S.OUTPUT_PART, S.PLAN_OUTPUTS, S.WRITE_INPUT_FILES, S.LOSS}),
 }
 #: Costs of the same order as a v2 run on the Celery stack: seconds per task, and per unit of work.
 KNOWN = CriticalPathModel(
     lines={
         S.PREPARE: Line(4.0, 2e-4),
         S.LOOKUP: Line(6.0, 8e-4),
-        S.WRITE_INPUT_FILES: Line(5.0, 5e-4),
-        S.PREPARE_LOSSES: Line(7.0, 3e-4),
+        S.WRITE_INPUT_FILES: Line(12.0, 8e-4),
         S.PLAN_OUTPUTS: Line(2.5, 0.0),
         S.LOSS: Line(9.0, 1.5e-6),
         S.OUTPUT_PART: Line(8.0, 5e-5),
         S.AGGREGATE: Line(3.0, 1e-5),
-        S.CLEANUP: Line(2.0, 0.0),
     },
     upstream=GRAPH,
     dispatch=0.7,
@@ -69,7 +65,7 @@ KNOWN = CriticalPathModel(
     counts={S.OUTPUT_PART: 2},
 )
 #: The earlier v2 DAG: one chain, the output step in aggregate.
-CHAIN_STAGES = (S.PREPARE, S.LOOKUP, S.WRITE_INPUT_FILES, S.PREPARE_LOSSES, S.LOSS, S.AGGREGATE, S.CLEANUP)
+CHAIN_STAGES = (S.PREPARE, S.LOOKUP, S.WRITE_INPUT_FILES, S.LOSS, S.AGGREGATE)
 CHAIN = dataclasses.replace(
     KNOWN,
     lines={stage: KNOWN.lines[stage] for stage in CHAIN_STAGES},
@@ -118,9 +114,9 @@ def test_on_a_chain_the_simulation_is_serial_parts_plus_waves_of_chunks(workers,
 
 def test_a_serial_task_beside_the_chunks_takes_a_worker_from_them():
     run = simulate_v2_run(KNOWN, SMALL, 2, KNOWN.task_counts(2))
-    (prepared,), (plan,) = run.stage_tasks(S.PREPARE_LOSSES), run.stage_tasks(S.PLAN_OUTPUTS)
+    (prepared,), (plan,) = run.stage_tasks(S.WRITE_INPUT_FILES), run.stage_tasks(S.PLAN_OUTPUTS)
     first, second = run.stage_tasks(S.LOSS)
-    # Ready together: plan_outputs goes first (stage order) to the idle worker, a chunk to prepare_losses'
+    # Ready together: plan_outputs goes first (stage order) to the idle worker, a chunk to write_input_files'
     # worker once its turnaround is over, and the other chunk waits for plan_outputs' worker.
     assert plan.start == pytest.approx(prepared.end + KNOWN.dispatch)
     assert first.start == pytest.approx(prepared.end + KNOWN.turnaround)
@@ -163,10 +159,10 @@ def test_fit_from_one_size_determines_the_chunked_stages_from_their_chunk_sizes(
         assert fitted.lines[stage].fixed == pytest.approx(KNOWN.lines[stage].fixed)
         assert fitted.lines[stage].per_unit == pytest.approx(KNOWN.lines[stage].per_unit)
     # A stage measured at one work size borrows the smallest determined fixed cost (lookup's 6 s):
-    # prepare_losses (7 s fixed) is then read as growing faster with the work than it does, and the
+    # write_input_files (12 s fixed) is then read as growing faster with the work than it does, and the
     # caveat says so; its time on the measured analysis, and so every measured run, stays exact.
-    assert fitted.lines[S.PREPARE_LOSSES].fixed == pytest.approx(6.0)
-    assert any(note.startswith("prepare_losses: measured at one work size only") for note in fitted.notes)
+    assert fitted.lines[S.WRITE_INPUT_FILES].fixed == pytest.approx(6.0)
+    assert any(note.startswith("write_input_files: measured at one work size only") for note in fitted.notes)
     for run in v2:
         assert fitted.v2_time(SMALL, run.workers, {s: run.chunks(s) for s in run.stages}).total == pytest.approx(run.total)
 
@@ -272,7 +268,7 @@ def test_scale_axes_grow_only_the_stages_that_depend_on_them():
     assert locations[S.OUTPUT_PART] == SMALL.units[S.OUTPUT_PART] and locations[S.LOOKUP] == 3 * SMALL.units[S.LOOKUP]
     assert all(work[stage] == 3 * SMALL.units[stage] for stage in Stage)
     assert SMALL.units[S.LOSS] == 10_000 * 0.2 * 5_000 * 20 and SMALL.units[S.OUTPUT_PART] == 2 * 5_000 * 20
-    assert SMALL.units[S.CLEANUP] == SMALL.units[S.PLAN_OUTPUTS] == 0
+    assert SMALL.units[S.PLAN_OUTPUTS] == 0
 
 
 def test_the_16_core_sweep_fits_a_serial_part_of_22_to_29_seconds():

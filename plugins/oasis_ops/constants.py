@@ -44,12 +44,10 @@ class TaskKind(StrEnum):
     PREPARE = "prepare"
     LOOKUP_CHUNK = "lookup_chunk"
     WRITE_INPUT_FILES = "write_input_files"
-    PREPARE_LOSSES = "prepare_losses"
     LOSS_CHUNK = "loss_chunk"
     PLAN_OUTPUTS = "plan_outputs"
     OUTPUT_PART = "output_part"
     AGGREGATE = "aggregate"
-    CLEANUP = "cleanup"
 
     @property
     def default_timeout(self) -> timedelta:
@@ -60,13 +58,11 @@ _DEFAULT_TIMEOUTS = {
     TaskKind.RUN_ANALYSIS: timedelta(hours=12),
     TaskKind.PREPARE: timedelta(minutes=30),
     TaskKind.LOOKUP_CHUNK: timedelta(hours=2),
-    TaskKind.WRITE_INPUT_FILES: timedelta(hours=2),
-    TaskKind.PREPARE_LOSSES: timedelta(hours=1),
+    TaskKind.WRITE_INPUT_FILES: timedelta(hours=3),
     TaskKind.LOSS_CHUNK: timedelta(hours=6),
     TaskKind.PLAN_OUTPUTS: timedelta(minutes=30),
     TaskKind.OUTPUT_PART: timedelta(hours=6),
     TaskKind.AGGREGATE: timedelta(hours=1),
-    TaskKind.CLEANUP: timedelta(minutes=30),
 }
 
 #: Airflow's default Celery queue (``[operators] default_queue``), served by the stack's maintenance worker:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from airflow.sdk import DAG, Asset, get_current_context, task, teardown
+from airflow.sdk import DAG, Asset, get_current_context, task
 from airflow.sdk.bases.timetable import BaseTimetable
 from airflow.sdk.exceptions import AirflowTimetableInvalid
 
@@ -82,9 +82,9 @@ def _label(**labels: str) -> None:
 
 
 def build_v2_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG:
-    """v2, distributed: prepare -> keys-lookup chunks -> input files -> prepare losses -> loss chunks
-    -> output parts (one per summary set of each perspective, planned beside the chunks) -> aggregate,
-    then cleanup (a teardown: it runs after failures too but does not decide the run's state).
+    """v2, distributed: prepare -> keys-lookup chunks -> input files (and the loss run folder) -> loss
+    chunks -> output parts (one per summary set of each perspective, planned beside the chunks) -> aggregate
+    (which removes the run's intermediate files; a failed run keeps them, so that clearing a task resumes it).
 
     Task bodies live in :mod:`oasis_ops.execution.distributed`, imported when a task runs, never at parse time.
     """
@@ -116,12 +116,8 @@ def build_v2_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG
 
         # runs after an empty (skipped) lookup too: action "run"
         @task(**step(TaskKind.WRITE_INPUT_FILES, trigger_rule="none_failed"))
-        def write_input_files(lookup: list[dict[str, int]], **context: Any) -> None:
-            run_task(v2().write_input_files, model, context, [v2().Chunk(**c) for c in lookup])
-
-        @task(**step(TaskKind.PREPARE_LOSSES))
-        def prepare_losses(**context: Any) -> list[dict[str, int]]:
-            return run_task(v2().prepare_losses, model, context)
+        def write_input_files(lookup: list[dict[str, int]], **context: Any) -> list[dict[str, int]]:
+            return run_task(v2().write_input_files, model, context, [v2().Chunk(**c) for c in lookup])
 
         @task(**step(TaskKind.PLAN_OUTPUTS))
         def plan_outputs(**context: Any) -> list[dict[str, Any]]:
@@ -143,23 +139,14 @@ def build_v2_dag(model: Model, analysis: ScheduledAnalysis | None = None) -> DAG
         def aggregate(losses: list[dict[str, int]], parts: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
             return run_task(v2().aggregate, model, context, [v2().Chunk(**c) for c in losses], [v2().OutputPart(**p) for p in parts])
 
-        @teardown
-        @task(**step(TaskKind.CLEANUP))
-        def cleanup(**context: Any) -> None:
-            succeeded = context["ti"].xcom_pull(task_ids=TaskKind.AGGREGATE.value) is not None
-            run_task(v2().cleanup, model, context, succeeded)
-
         lookup = prepare()
-        inputs = write_input_files(lookup)
-        lookup_chunk.expand(chunk=lookup) >> inputs
-        losses = prepare_losses()
-        inputs >> losses
+        losses = write_input_files(lookup)
+        lookup_chunk.expand(chunk=lookup) >> losses
         outputs = plan_outputs()
         losses >> outputs
         parts = output_part.partial(losses=losses).expand(part=outputs)
         done = aggregate(losses, outputs)
         loss_chunk.expand(chunk=losses) >> parts >> done
-        done >> cleanup()
     return dag
 
 

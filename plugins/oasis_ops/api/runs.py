@@ -67,10 +67,9 @@ def fail_dag_run(dag_id: str, run_id: str) -> None:
     """End an unfinished DAG run failed now: its running tasks failed (Airflow stops their processes
     within seconds), the others ``upstream_failed``.
 
-    Not Airflow's ``set_dag_run_state_to_failed``: it skips the tasks that have not started and leaves
-    teardowns (v2's cleanup) to run, so a scheduler loop that read the run just before finds only
-    skipped leaves and ends the run ``success``. With ``upstream_failed`` leaves, any evaluation of the
-    run's state gives ``failed``.
+    Not Airflow's ``set_dag_run_state_to_failed``: it skips the tasks that have not started, so a
+    scheduler loop that read the run just before finds only skipped leaves and ends the run ``success``.
+    With ``upstream_failed`` leaves, any evaluation of the run's state gives ``failed``.
     """
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance

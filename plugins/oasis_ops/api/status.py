@@ -153,7 +153,7 @@ def view_run(dag_id: str, run_id: str, action: str, created: datetime, cancelled
         inputs_done = _inputs_done(tis, action)
         any_started = any(ti.state not in (None, "scheduled", "queued") for ti in tis)
     finished_run = state in ("success", "failed")
-    # A cancelled run is over for its analysis when it is cancelled: Airflow may still run its teardown.
+    # A cancelled run is over for its analysis when it is cancelled: its tasks stop seconds later.
     finished = cancelled or (finished if finished_run else None)
     record = SubTask(
         id=len(sub_tasks) + 1,

@@ -61,7 +61,7 @@ class RunFiles:
 
     @property
     def losses_dir(self) -> ObjectStoragePath:
-        """The run folder ``prepare_losses`` prepared once for every loss chunk and the output step."""
+        """The run folder ``write_input_files`` prepared once for every loss chunk and the output step."""
         return self.base / "losses" / "run"
 
     def loss_work(self, chunk: Chunk) -> ObjectStoragePath:
@@ -103,39 +103,41 @@ def lookup_chunk(run: TaskRun, chunk: Chunk) -> None:
     log.info("Keys chunk %s published", chunk.label)
 
 
-def write_input_files(run: TaskRun, lookup: list[Chunk]) -> None:
-    """Collect the chunks' keys, write the Oasis input files, publish them to ``input/``."""
+def write_input_files(run: TaskRun, lookup: list[Chunk]) -> list[dict[str, int]]:
+    """Collect the chunks' keys, write the Oasis input files and publish them to ``input/``; then, if the
+    action runs losses, prepare the run folder from them and decide the loss chunks.
+
+    One task for both, so that the input files are not fetched back from storage by another task and
+    the run pays one task start less.
+    """
     request, storage = run.request, run.storage
-    if not request.generates_inputs:
-        return
-    files = RunFiles.of(run)
+    analysis = storage.analysis(request.analysis_id)
     with storage.scratch(request.analysis_id) as work:
-        exposure = local_exposure(storage.fetch(files.exposure, work / "exposure"))
-        keys = [storage.fetch(files.keys(chunk), work / "lookup" / str(chunk.index)) for chunk in lookup]
-        inputs = steps.generate_inputs_from_keys(run.model, exposure, write_settings(request, work), keys, work)
-        target = storage.analysis(request.analysis_id).input
-        storage.publish(inputs, target)
-    log.info("Input files published to %s", target)
+        inputs, settings = None, write_settings(request, work)
+        if request.generates_inputs:
+            files = RunFiles.of(run)
+            exposure = local_exposure(storage.fetch(files.exposure, work / "exposure"))
+            keys = [storage.fetch(files.keys(chunk), work / "lookup" / str(chunk.index)) for chunk in lookup]
+            inputs = steps.generate_inputs_from_keys(run.model, exposure, settings, keys, work)
+            storage.publish(inputs, analysis.input, keep=True)  # the run folder below reads the local copy
+            log.info("Input files published to %s", analysis.input)
+        if not request.runs_losses:
+            return []
+        assert settings is not None  # RunRequest requires settings for runs_losses
+        return _prepare_losses(run, inputs or storage.fetch(analysis.input, work / "input"), settings, work / "run")
 
 
-def prepare_losses(run: TaskRun) -> list[dict[str, int]]:
+def _prepare_losses(run: TaskRun, inputs: Path, settings: Path, run_dir: Path) -> list[dict[str, int]]:
     """Prepare the run folder once (``GenerateLossesDir``: the merged settings, the FM and GULMC
     structures) and publish it for every chunk; decide the loss chunks (DYNAMIC_CHUNKS: at least
     ``min_chunk_ground_up_samples`` of estimated work each, from the folder while its model data is linked)."""
-    request, storage = run.request, run.storage
-    if not request.runs_losses:
-        return []
+    request = run.request
     chunking = run.model.chunking.override(request.chunking, "chunking")
     floored = chunking.floors_loss_chunks
-    with storage.scratch(request.analysis_id) as work:
-        inputs = storage.fetch(storage.analysis(request.analysis_id).input, work / "input")
-        settings = write_settings(request, work)
-        assert settings is not None  # RunRequest requires settings for runs_losses
-        run_dir = work / "run"
-        steps.prepare_losses_dir(run.model, inputs, settings, run_dir)
-        events = steps.events_in_run_dir(run_dir)
-        samples = steps.ground_up_samples(run_dir) if floored else None
-        storage.publish(steps.shareable_losses_dir(run_dir), RunFiles.of(run).losses_dir)
+    steps.prepare_losses_dir(run.model, inputs, settings, run_dir)
+    events = steps.events_in_run_dir(run_dir)
+    samples = steps.ground_up_samples(run_dir) if floored else None
+    run.storage.publish(steps.shareable_losses_dir(run_dir), RunFiles.of(run).losses_dir)
     slots = run.model.pool_slots(Mode.V2)
     count = chunking.loss_chunks(events, slots, samples)
     notes = [f"filling {slots} pool slots"] if chunking.fill_pool_slots else []
@@ -198,20 +200,28 @@ def output_part(run: TaskRun, part: OutputPart, losses: list[Chunk]) -> None:
 
 
 def aggregate(run: TaskRun, losses: list[Chunk], parts: list[OutputPart]) -> dict[str, Any]:
+    """Publish ``output/`` (if the action ran losses), then remove the run's intermediate files."""
+    request = run.request
+    analysis = run.storage.analysis(request.analysis_id)
+    result: dict[str, Any] = {"model": run.model.key, "analysis_id": request.analysis_id, "action": request.action}
+    result |= {"input": str(analysis.input), "output": None, "loss_chunks": len(losses), "output_parts": len(parts)}
+    if request.runs_losses:
+        _publish_outputs(run, losses, parts)
+        result["output"] = str(analysis.output)
+    _remove_intermediates(run)
+    return result
+
+
+def _publish_outputs(run: TaskRun, losses: list[Chunk], parts: list[OutputPart]) -> None:
     """Publish ``output/``: the output parts' files beside what ``GenerateLossesDir`` wrote there
     (the merged settings, the summary information), all at once.
 
     ``logs/`` gets each chunk's pipeline logs under ``chunk-<n>/`` and each output part's under
     ``output-<part>/``.
     """
-    request, storage = run.request, run.storage
-    analysis = storage.analysis(request.analysis_id)
-    result: dict[str, Any] = {"model": run.model.key, "analysis_id": request.analysis_id, "action": request.action}
-    result |= {"input": str(analysis.input), "output": None, "loss_chunks": len(losses), "output_parts": len(parts)}
-    if not request.runs_losses:
-        return result
-    files = RunFiles.of(run)
-    with storage.scratch(request.analysis_id) as work:
+    storage, files = run.storage, RunFiles.of(run)
+    analysis = storage.analysis(run.request.analysis_id)
+    with storage.scratch(run.request.analysis_id) as work:
         output, logs = storage.fetch(files.losses_dir / "output", work / "output"), work / "logs"
         for part in parts:
             shutil.copytree(storage.fetch(files.output_files(part), work / "parts" / part.label), output, dirs_exist_ok=True)
@@ -225,21 +235,16 @@ def aggregate(run: TaskRun, losses: list[Chunk], parts: list[OutputPart]) -> dic
             storage.publish(logs, analysis.logs)
         storage.publish(output, analysis.output)
     log.info("Outputs published to %s", analysis.output)
-    return result | {"output": str(analysis.output)}
 
 
-def cleanup(run: TaskRun, succeeded: bool) -> None:
-    """Remove the run's intermediate files once its results are published.
+def _remove_intermediates(run: TaskRun) -> None:
+    """Remove the run's intermediate files once its results are published: the last thing a run does.
 
     After a failure they are kept: clearing the failed task in the UI resumes the run from them
-    (the other chunks' results included), and the cleanup that follows removes them; storage hygiene
+    (the other chunks' results included), and its ``aggregate`` removes them; storage hygiene
     removes them once the run ended longer than the retention ago.
     """
     files = RunFiles.of(run)
-    if not files.base.exists():
-        return
-    if succeeded:
+    if files.base.exists():
         freed = run.storage.remove_intermediates(files.base)
         log.info("Analysis %s of %s: removed intermediate files %s (%s bytes)", run.request.analysis_id, run.model.key, files.base, freed)
-    else:
-        log.warning("The run failed: kept %s so that clearing the failed task resumes the run", files.base)
