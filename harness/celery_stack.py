@@ -140,5 +140,9 @@ class CeleryStack:
         """Signal a service's whole process group (a worker and the task processes it forked)."""
         os.killpg(self.pids()[service], sig)
 
+    def workers_ready(self) -> bool:
+        """Every Celery worker logged ``ready.``: done importing (oasislmf's preload included) and consuming."""
+        return all(" ready." in self.log(name) for name in self.pids() if name.startswith("worker-"))
+
     def log(self, service: str) -> str:
         return (self.home / "celery" / "logs" / f"{service}.log").read_text()
