@@ -176,6 +176,13 @@ def test_the_sweep_decides_by_run_end_task_state_and_age(tmp_path):
     assert sweep(storage, runs, WEEK, NOW) == []
 
 
+def test_a_fresh_storage_root_has_nothing_to_sweep(tmp_path):
+    """A new deployment's first hygiene run: no analysis ran yet, so no ``.intermediate/`` or ``.work/``."""
+    storage = Storage(str(tmp_path))
+    assert storage.intermediate_folders() == [] and storage.scratch_folders() == []
+    assert sweep(storage, KnownRuns({}), WEEK, NOW) == []
+
+
 def test_on_object_storage_intermediates_go_by_their_runs_end_or_their_last_change(tmp_path):
     from airflow.sdk.io import attach
     from fsspec.implementations.memory import MemoryFileSystem

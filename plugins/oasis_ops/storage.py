@@ -156,10 +156,11 @@ class Storage:
         return self.root / INTERMEDIATE / analysis_id / default_analysis_id(run_id)
 
     def intermediate_folders(self) -> list[ObjectStoragePath]:
-        """Every run's intermediate folder; those removed while listing are left out."""
+        """Every run's intermediate folder; those removed while listing are left out. (A missing folder
+        is a NotADirectoryError to universal-pathlib: a new storage root has no ``.intermediate/``.)"""
         folders: list[ObjectStoragePath] = []
         base = self.root / INTERMEDIATE
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             for analysis in list(base.iterdir()):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     folders.extend(run for run in analysis.iterdir() if run.is_dir())
