@@ -28,7 +28,7 @@ max_active_tasks_per_dag = 256
 parallelism = {parallelism}
 
 [workers]
-# A worker slot is freed up to 3 s sooner after some tasks (oasis_ops.deploy.stack.MIN_HEARTBEAT_INTERVAL).
+# A worker slot is freed at most 2 s, not 5 s, after its task ended (oasis_ops.deploy.stack.MIN_HEARTBEAT_INTERVAL).
 min_heartbeat_interval = {min_heartbeat_interval}
 
 [database]

@@ -244,7 +244,7 @@ def _remove_intermediates(run: TaskRun) -> None:
     (the other chunks' results included), and its ``aggregate`` removes them; storage hygiene
     removes them once the run ended longer than the retention ago.
     """
-    files = RunFiles.of(run)
-    if files.base.exists():
-        freed = run.storage.remove_intermediates(files.base)
-        log.info("Analysis %s of %s: removed intermediate files %s (%s bytes)", run.request.analysis_id, run.model.key, files.base, freed)
+    folder = RunFiles.of(run).base
+    freed = run.storage.remove_intermediates(folder)
+    if freed is not None:
+        log.info("Analysis %s of %s: removed intermediate files %s (%s bytes)", run.request.analysis_id, run.model.key, folder, freed)
